@@ -1,0 +1,158 @@
+"""The Starlette application: ``/graphql`` (POST, GET, GraphiQL, WebSocket) and ``/healthz``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.extensions import DisableIntrospection
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
+
+from policies import Policy, PolicyHolder, policy_path
+from policies.guard import Guard
+from schema import build_schema
+from schema.context import RequestContext
+from schema.errors import formatted_errors
+from schema.loaders import Loaders, Upstreams
+
+from .auth import Authenticator, AuthError
+from .settings import Settings
+from .upstreams import build_upstreams
+
+log = logging.getLogger("customer_graph.gateway")
+
+_REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+def request_id_from(headers: Any) -> str:
+    """The caller's ``X-Request-Id`` when it is short and plain, else a fresh one."""
+    given = headers.get("x-request-id")
+    if given and len(given) <= 128 and set(given) <= _REQUEST_ID_OK:
+        return str(given)
+    return uuid.uuid4().hex
+
+
+class GraphView(GraphQL[RequestContext, None]):
+    """Strawberry's ASGI view, with our context, error shape and JSON encoder."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        settings = gateway.settings
+        super().__init__(gateway.schema, graphql_ide="graphiql" if settings.graphiql else None)
+        self.gateway = gateway
+
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> RequestContext:
+        gateway = self.gateway
+        request_id = request_id_from(request.headers)
+        if isinstance(response, Response):
+            response.headers["X-Request-Id"] = request_id
+        principal = None
+        auth_error = None
+        try:
+            principal = gateway.authenticator.authenticate(request.headers.get("authorization"))
+        except AuthError as exc:
+            auth_error = str(exc)
+        policy = gateway.current_policy()
+        return RequestContext(
+            loaders=Loaders(gateway.upstreams),
+            principal=principal,
+            guard=Guard(policy, principal) if principal is not None else None,
+            request_id=request_id,
+            now=datetime.now(UTC),
+            max_first=gateway.settings.max_first,
+            auth_error=auth_error,
+        )
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        response: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            response["errors"] = formatted_errors(result.errors)
+        if result.extensions:
+            response["extensions"] = result.extensions
+        return response  # type: ignore[return-value]
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
+
+class Gateway:
+    """Everything one gateway process shares across requests."""
+
+    def __init__(self, settings: Settings, upstreams: Upstreams | None = None) -> None:
+        self.settings = settings
+        self.authenticator = Authenticator(settings)
+        extensions: list[Any] = [] if settings.introspection else [DisableIntrospection()]
+        self.schema = build_schema(document_cache_size=settings.document_cache_size, extensions=extensions)
+        self._upstreams = upstreams
+        self.policies = PolicyHolder(policy_path(settings.policy_file or None))
+
+    def current_policy(self) -> Policy:
+        """The policy in force; a changed file is picked up here (a bad one is logged and ignored)."""
+        problems = self.policies.maybe_reload()
+        if problems:
+            log.error("policy file rejected; keeping the previous policy", extra={"problems": problems})
+        elif problems == []:
+            log.info("policy reloaded", extra={"generation": self.policies.generation})
+        return self.policies.policy
+
+    def reload_policy(self) -> None:
+        """SIGHUP: read the policy file again now."""
+        problems = self.policies.reload()
+        if problems:
+            log.error("policy file rejected; keeping the previous policy", extra={"problems": problems})
+        else:
+            log.info("policy reloaded", extra={"generation": self.policies.generation})
+
+    @property
+    def upstreams(self) -> Upstreams:
+        if self._upstreams is None:
+            self._upstreams = build_upstreams(self.settings)
+        return self._upstreams
+
+    async def aclose(self) -> None:
+        if self._upstreams is not None:
+            await self._upstreams.aclose()
+            self._upstreams = None
+
+
+def create_app(settings: Settings, upstreams: Upstreams | None = None) -> Starlette:
+    gateway = Gateway(settings, upstreams)
+    view = GraphView(gateway)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, gateway.reload_policy)
+        try:
+            yield
+        finally:
+            await gateway.aclose()
+
+    app = Starlette(
+        routes=[
+            Route("/graphql", view, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", view),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    return app

@@ -1,0 +1,120 @@
+"""Bearer-token authentication: HS256 with a shared secret, or RS256/ES256 keys from a JWKS URL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import jwt
+
+from policies.principal import Principal
+
+from .settings import Settings, SettingsError
+
+
+class AuthError(Exception):
+    """The caller's token is missing or not acceptable. The message is safe to show to the caller."""
+
+
+_ASYMMETRIC = ["RS256", "ES256"]
+
+
+class Authenticator:
+    """Turns an ``Authorization`` header into a :class:`Principal`, or raises :class:`AuthError`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._secret = settings.jwt_secret
+        self._jwks = (
+            jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True) if settings.jwt_jwks_url else None
+        )
+        if not self._secret and self._jwks is None:
+            raise SettingsError("set CG_JWT_SECRET (HS256) or CG_JWT_JWKS_URL (RS256/ES256) to accept tokens")
+        self._audience = settings.jwt_audience or None
+        self._issuer = settings.jwt_issuer or None
+
+    def authenticate(self, authorization: str | None) -> Principal | None:
+        """``None`` when no token was sent; a principal for a valid token; AuthError otherwise."""
+        if not authorization:
+            return None
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("the Authorization header must be 'Bearer <token>'")
+        return self.decode(token.strip())
+
+    def decode(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthError("the token is not a well-formed JWT") from None
+        alg = header.get("alg")
+        key: object
+        if alg == "HS256" and self._secret:
+            key, algorithms = self._secret, ["HS256"]
+        elif alg in _ASYMMETRIC and self._jwks is not None:
+            try:
+                key = self._jwks.get_signing_key_from_jwt(token).key
+            except jwt.PyJWTError:
+                raise AuthError("the token's signing key is not known") from None
+            algorithms = _ASYMMETRIC
+        else:
+            raise AuthError("the token's algorithm is not accepted")
+        try:
+            claims = jwt.decode(
+                token,
+                key=key,  # type: ignore[arg-type]
+                algorithms=algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": ["sub", "exp"], "verify_aud": self._audience is not None},
+                leeway=5,
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError("the token is not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError("the token is for another audience") from None
+        except jwt.InvalidIssuerError:
+            raise AuthError("the token is from another issuer") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(f"the token lacks the {exc.claim!r} claim") from None
+        except jwt.PyJWTError:
+            raise AuthError("the token's signature or claims are invalid") from None
+        return _principal(claims)
+
+
+def _principal(claims: dict[str, object]) -> Principal:
+    try:
+        return Principal.from_claims(claims)
+    except ValueError as exc:
+        raise AuthError(f"the token's claims are not usable: {exc}") from None
+
+
+def issue_token(
+    secret: str,
+    *,
+    sub: str,
+    roles: Iterable[str],
+    region: str | None = None,
+    name: str | None = None,
+    ttl_seconds: int = 12 * 3600,
+    audience: str | None = None,
+    issuer: str | None = None,
+) -> str:
+    """A dev token signed with the configured HS256 secret (``customer-graph token``)."""
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "sub": sub,
+        "roles": sorted(set(roles)),
+        "iat": now,
+        "exp": now + ttl_seconds,
+    }
+    if region:
+        claims["region"] = region
+    if name:
+        claims["name"] = name
+    if audience:
+        claims["aud"] = audience
+    if issuer:
+        claims["iss"] = issuer
+    return jwt.encode(claims, secret, algorithm="HS256")

@@ -1,0 +1,105 @@
+"""``customer-graph``: serve the gateway, run the whole demo, mint dev tokens, print the schema."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from .settings import Settings, SettingsError, load_settings
+
+
+def _serve(settings: Settings, workers: int = 1) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    return _serve(settings)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from .auth import issue_token
+
+    settings = load_settings(args.config)
+    secret = settings.jwt_secret
+    if not secret:
+        print("customer-graph token: set CG_JWT_SECRET (or jwt_secret in the config file)", file=sys.stderr)
+        return 2
+    token = issue_token(
+        secret,
+        sub=args.sub,
+        roles=args.role,
+        region=args.region,
+        name=args.name,
+        ttl_seconds=int(args.hours * 3600),
+        audience=settings.jwt_audience or None,
+        issuer=settings.jwt_issuer or None,
+    )
+    print(token)
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from schema import build_schema
+
+    print(build_schema().as_str())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(customers=args.customers, seed=args.seed, port=args.port, config=args.config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="customer-graph", description=__doc__)
+    parser.add_argument("--config", help="TOML config file (default: $CG_CONFIG); CG_* variables win")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway against the configured systems")
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="start the demo systems and the gateway, print URL and tokens")
+    demo.add_argument("--customers", type=int, default=2000)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--port", type=int, default=None, help="gateway port (default 8000 or CG_PORT)")
+    demo.set_defaults(func=cmd_demo)
+
+    token = sub.add_parser("token", help="print a dev token signed with the configured secret")
+    token.add_argument("--sub", required=True, help="user id, e.g. u-1021")
+    token.add_argument("--role", action="append", required=True, help="a role; repeat for several")
+    token.add_argument("--region", help="region claim for regional roles")
+    token.add_argument("--name", help="display name")
+    token.add_argument("--hours", type=float, default=12.0, help="lifetime (default 12)")
+    token.set_defaults(func=cmd_token)
+
+    schema = sub.add_parser("schema", help="print the GraphQL SDL")
+    schema.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("CG_LOG_LEVEL", "INFO"), format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SettingsError as exc:
+        print(f"customer-graph: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

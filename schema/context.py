@@ -1,0 +1,47 @@
+"""What every resolver can reach through ``info.context``: who asks, and the request's loaders."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from policies.guard import Guard
+from policies.principal import Principal
+
+from .errors import Unauthenticated
+from .loaders import Loaders
+
+# (caller's sub, account numbers) → account number → field → grant id, for the caller's live grants
+GrantLookup = Callable[[str, list[str]], Awaitable[Mapping[str, Mapping[str, str]]]]
+
+
+@dataclass(slots=True)
+class RequestContext:
+    loaders: Loaders
+    principal: Principal | None
+    guard: Guard | None
+    request_id: str
+    now: datetime
+    max_first: int = 100
+    auth_error: str | None = None  # why a token that was sent was refused
+    grant_lookup: GrantLookup | None = None
+    extensions: dict[str, object] = field(default_factory=dict)
+
+    def require_principal(self) -> Principal:
+        if self.principal is None:
+            raise Unauthenticated(self.auth_error or "Send 'Authorization: Bearer <token>' to use the graph.")
+        return self.principal
+
+    def require_guard(self) -> Guard:
+        """The request's policy guard; UNAUTHENTICATED for a caller without a valid token."""
+        if self.guard is None:
+            self.require_principal()
+            raise Unauthenticated("Send 'Authorization: Bearer <token>' to use the graph.")
+        return self.guard
+
+    async def load_grants(self, account_nos: list[str]) -> None:
+        """Fetch the caller's live access grants for these customers before deciding them."""
+        if self.grant_lookup is None or self.guard is None or not account_nos:
+            return
+        self.guard.add_grants(await self.grant_lookup(self.guard.principal.sub, account_nos))

@@ -1,0 +1,99 @@
+"""Per-request dataloaders, keyed by (system, resource).
+
+One ``Loaders`` is made per request by the context getter. Every ``load()`` issued in the same tick
+of the event loop becomes one batch, which the connector chunks to the system's limit; so a request
+makes at most one upstream call per resource per chunk, and independent resources run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from aiodataloader import DataLoader
+
+from connectors.contracts import ContractsConnector
+from connectors.errors import UpstreamNotFound
+from connectors.models import (
+    Account,
+    Activity,
+    Contract,
+    Opportunity,
+    Order,
+    Payment,
+    SalesUser,
+    Satisfaction,
+    Ticket,
+    TicketDetail,
+)
+from connectors.sales import SalesConnector
+from connectors.support import SupportConnector
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+@dataclass(frozen=True, slots=True)
+class Upstreams:
+    """The three connectors, shared by every request of a process (pooled clients)."""
+
+    sales: SalesConnector
+    support: SupportConnector
+    contracts: ContractsConnector
+
+    async def aclose(self) -> None:
+        await self.sales.aclose()
+        await self.support.aclose()
+        await self.contracts.aclose()
+
+
+class Loader(DataLoader[K, V]):
+    """A typed DataLoader over a batch function that answers a mapping (missing keys → default)."""
+
+    def __init__(self, fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]], default: V) -> None:
+        super().__init__(batch_load_fn=self._batch)
+        self._fetch = fetch
+        self._default = default
+
+    async def _batch(self, keys: list[K]) -> list[V]:
+        found = await self._fetch(keys)
+        default = self._default
+        return [found.get(key, default) for key in keys]
+
+
+class Loaders:
+    """Every loader one request may use. Attribute names say what is loaded and by which key."""
+
+    def __init__(self, upstreams: Upstreams) -> None:
+        self.upstreams = upstreams
+        sales, support, contracts = upstreams.sales, upstreams.support, upstreams.contracts
+        self.account: Loader[str, Account | None] = Loader(sales.accounts, None)
+        self.orders: Loader[str, Sequence[Order]] = Loader(sales.orders, ())
+        self.payments: Loader[str, Sequence[Payment]] = Loader(sales.payments, ())
+        self.opportunities: Loader[str, Sequence[Opportunity]] = Loader(sales.opportunities, ())
+        self.activities: Loader[str, Sequence[Activity]] = Loader(sales.activities, ())
+        self.user: Loader[str, SalesUser | None] = Loader(sales.users, None)
+        self.tickets: Loader[str, Sequence[Ticket]] = Loader(support.tickets, ())
+        self.satisfaction: Loader[str, Satisfaction | None] = Loader(support.satisfaction, None)
+        self.ticket_detail: Loader[str, TicketDetail | None] = Loader(_ticket_details(support), None)
+        self.contracts: Loader[str, Sequence[Contract]] = Loader(contracts.contracts_many, ())
+
+
+def _ticket_details(
+    support: SupportConnector,
+) -> Callable[[list[str]], Awaitable[Mapping[str, TicketDetail]]]:
+    """The helpdesk reads one ticket's conversation per call; run them concurrently."""
+
+    async def one(ticket_id: str) -> TicketDetail | None:
+        try:
+            return await support.ticket(ticket_id)
+        except UpstreamNotFound:
+            return None
+
+    async def fetch(ids: list[str]) -> Mapping[str, TicketDetail]:
+        details = await asyncio.gather(*(one(ticket_id) for ticket_id in ids))
+        return {key: detail for key, detail in zip(ids, details, strict=True) if detail is not None}
+
+    return fetch

@@ -1,0 +1,204 @@
+"""``customers`` paging over the sales list API (``page``/``per_page``), by absolute offsets.
+
+The caller's rows and filter become one or more *streams*: upstream list queries, each in
+account-number order (a sales rep's rows are two: its own customers and the pool). A page merges the
+streams by account number; its cursor holds one offset per stream. A stream's window
+``[offset, offset+first)`` is read with one call when some page size up to the system's maximum
+(200) holds it, else two. A stream with a condition the sales API cannot express (``inPool: false``,
+a search the caller may only partly see) is scanned forward in full pages, a bounded number of
+pages per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from connectors.models import Account, AccountPage
+
+from .errors import BadUserInput
+from .loaders import Loaders
+
+MAX_PER_PAGE = 200
+MAX_SCAN_PAGES = 10
+
+Predicate = Callable[[Account], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """One upstream list query; ``keep`` is a condition applied here while scanning."""
+
+    region: str | None = None
+    status: str | None = None
+    owner_id: str | None = None
+    unowned: bool | None = None
+    q: str | None = None
+    keep: Predicate | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    accounts: list[tuple[int, Account]]  # (upstream offset, account)
+    next_offset: int  # upstream offset where the stream's next window starts
+    exhausted: bool  # nothing after next_offset
+    total: int | None  # accounts in the stream (None when filtered here)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    accounts: list[Account]
+    cursors: list[str]  # one per account: resume after it
+    has_next: bool
+    end_cursor: str
+    total: int | None
+
+
+def encode_cursor(offsets: list[int]) -> str:
+    return base64.urlsafe_b64encode(("o:" + ",".join(map(str, offsets))).encode()).decode()
+
+
+def decode_cursor(cursor: str, streams: int) -> list[int]:
+    try:
+        kind, _, body = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
+        offsets = [int(part) for part in body.split(",")]
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadUserInput("'after' is not a cursor from this connection.") from None
+    if kind != "o" or len(offsets) != streams or min(offsets) < 0:
+        raise BadUserInput("'after' is not a cursor from this connection with this filter.")
+    return offsets
+
+
+def _page_size_for(offset: int, first: int) -> int | None:
+    """A page size whose single page holds the whole window, or None."""
+    for size in range(max(first, 1), MAX_PER_PAGE + 1):
+        if offset // size == (offset + first - 1) // size:
+            return size
+    return None
+
+
+async def _page(loaders: Loaders, stream: Stream, page: int, per_page: int) -> AccountPage:
+    return await loaders.upstreams.sales.list_accounts(
+        page=page,
+        per_page=per_page,
+        region=stream.region,
+        status=stream.status,
+        owner_id=stream.owner_id,
+        unowned=stream.unowned,
+        q=stream.q,
+    )
+
+
+async def _window(loaders: Loaders, stream: Stream, offset: int, first: int) -> Window:
+    if stream.keep is not None:
+        return await _scan(loaders, stream, stream.keep, offset, first)
+    size = _page_size_for(offset, first)
+    if size is not None:
+        starts = [(offset // size) * size]
+        pages = [await _page(loaders, stream, offset // size + 1, size)]
+    else:
+        size = max(first, 1)
+        number = offset // size + 1
+        starts = [(number - 1) * size, number * size]
+        pages = list(
+            await asyncio.gather(
+                _page(loaders, stream, number, size), _page(loaders, stream, number + 1, size)
+            )
+        )
+    accounts = [
+        (index, account)
+        for start, page in zip(starts, pages, strict=True)
+        for index, account in enumerate(page.accounts, start)
+        if offset <= index < offset + first
+    ]
+    total = pages[0].total
+    end = offset + len(accounts)
+    return Window(accounts=accounts, next_offset=end, exhausted=end >= total, total=total)
+
+
+async def _scan(loaders: Loaders, stream: Stream, keep: Predicate, offset: int, first: int) -> Window:
+    accounts: list[tuple[int, Account]] = []
+    position = offset
+    total = offset + 1
+    for _ in range(MAX_SCAN_PAGES):
+        if len(accounts) >= first or position >= total:
+            break
+        page = await _page(loaders, stream, position // MAX_PER_PAGE + 1, MAX_PER_PAGE)
+        total = page.total
+        if not page.accounts:
+            position = total
+            break
+        for index, account in enumerate(page.accounts, (page.page - 1) * MAX_PER_PAGE):
+            if index < position:
+                continue
+            position = index + 1
+            if keep(account):
+                accounts.append((index, account))
+                if len(accounts) >= first:
+                    break
+    return Window(accounts=accounts, next_offset=position, exhausted=position >= total, total=None)
+
+
+async def fetch_page(
+    loaders: Loaders, streams: list[Stream], offsets: list[int], first: int, *, disjoint: bool = False
+) -> Page:
+    """Up to ``first`` accounts after ``offsets``, merged across the streams by account number.
+
+    ``disjoint``: no account is in two streams, so the streams' totals add up."""
+    if not streams:
+        return Page(accounts=[], cursors=[], has_next=False, end_cursor=encode_cursor([]), total=0)
+    windows = list(
+        await asyncio.gather(*(_window(loaders, s, o, first) for s, o in zip(streams, offsets, strict=True)))
+    )
+    if len(windows) == 1:
+        window = windows[0]
+        return Page(
+            accounts=[account for _, account in window.accounts],
+            cursors=[encode_cursor([index + 1]) for index, _ in window.accounts],
+            has_next=not window.exhausted,
+            end_cursor=encode_cursor([window.next_offset]),
+            total=window.total,
+        )
+    page = _merge(windows, offsets, first)
+    if not disjoint:
+        return Page(page.accounts, page.cursors, page.has_next, page.end_cursor, None)
+    return page
+
+
+def _merge(windows: list[Window], offsets: list[int], first: int) -> Page:
+    heads = [0] * len(windows)
+    positions = list(offsets)
+    accounts: list[Account] = []
+    cursors: list[str] = []
+    while len(accounts) < first:
+        candidates = [
+            w.accounts[h][1].account_no for w, h in zip(windows, heads, strict=True) if h < len(w.accounts)
+        ]
+        if not candidates:
+            break
+        smallest = min(candidates)
+        taken: Account | None = None
+        for i, window in enumerate(windows):
+            h = heads[i]
+            if h < len(window.accounts) and window.accounts[h][1].account_no == smallest:
+                index, taken = window.accounts[h]
+                heads[i] += 1
+                positions[i] = index + 1
+        assert taken is not None
+        accounts.append(taken)
+        cursors.append(encode_cursor(positions))
+        # A stream whose fetched window ran out but has more upstream bounds what is safe to merge.
+        if any(heads[i] >= len(w.accounts) and not w.exhausted for i, w in enumerate(windows)):
+            break
+    more = any(heads[i] < len(w.accounts) or not w.exhausted for i, w in enumerate(windows))
+    totals = [w.total for w in windows]
+    return Page(
+        accounts=accounts,
+        cursors=cursors,
+        has_next=more,
+        end_cursor=cursors[-1] if cursors else encode_cursor([w.next_offset for w in windows]),
+        total=None if None in totals else sum(t for t in totals if t is not None),
+    )

@@ -1,0 +1,218 @@
+"""Root fields: ``customer``, ``customers``, ``node`` and ``viewer``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import cast
+
+import strawberry
+
+from connectors.models import Account
+from policies.guard import Guard
+
+from .context import RequestContext
+from .customer import Customer, Node
+from .enums import CustomerStatus, Region
+from .errors import BadUserInput
+from .ids import customer_key, decode_id
+from .paging import Predicate, Stream, decode_cursor, fetch_page
+from .selection import selected_field_names
+
+# Sales resources keyed by account_no: start loading them with the account, not after it.
+_PREFETCH = {
+    "orders": "orders",
+    "payments": "payments",
+    "opportunities": "opportunities",
+    "activities": "activities",
+    "lastContactAt": "activities",
+    "dormant": "activities",
+}
+_DERIVED = frozenset({"lastContactAt", "dormant"})  # computed for every role that sees the row
+
+
+@strawberry.input(description="Narrows `customers`. Filters combine with AND.")
+class CustomerFilter:
+    region: Region | None = None
+    status: CustomerStatus | None = None
+    owner_id: strawberry.ID | None = None
+    in_pool: bool | None = None
+    search: str | None = strawberry.field(
+        default=None, description="Substring of the name, contact name or e-mail (case-insensitive)."
+    )
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type
+class CustomerEdge:
+    cursor: str
+    node: Customer
+
+
+@strawberry.type
+class CustomerConnection:
+    edges: list[CustomerEdge]
+    page_info: PageInfo
+    total_count: int | None = strawberry.field(
+        description="Customers matching the filter; null when the gateway had to filter itself."
+    )
+
+    @strawberry.field(description="The edges' nodes, for callers that do not need cursors.")
+    def nodes(self) -> list[Customer]:
+        return [edge.node for edge in self.edges]
+
+
+@strawberry.type(description="The caller, as its token says.")
+class Viewer:
+    id: strawberry.ID
+    name: str | None
+    roles: list[str]
+    region: str | None
+
+
+def _context(info: strawberry.Info) -> RequestContext:
+    return cast(RequestContext, info.context)
+
+
+async def _customer(info: strawberry.Info, account_no: str) -> Customer | None:
+    context = _context(info)
+    guard = context.require_guard()
+    loaders = context.loaders
+    pending = loaders.account.load(account_no)
+    for name in selected_field_names(info).intersection(_PREFETCH):
+        if name in _DERIVED or guard.fetches(name):
+            getattr(loaders, _PREFETCH[name]).load(account_no)
+    account = await pending
+    if account is None:
+        return None
+    await context.load_grants([account_no])
+    view = guard.view(account)
+    return Customer.from_account(account, view) if view.visible else None
+
+
+def _streams(guard: Guard, filter: CustomerFilter | None) -> tuple[list[Stream], bool]:
+    """The upstream list queries for the caller's rows and filter, and whether they are disjoint."""
+    filter = filter or CustomerFilter()
+    if filter.owner_id is not None and filter.in_pool:
+        raise BadUserInput("'ownerId' and 'inPool: true' exclude each other.")
+    search = (filter.search or "").strip() or None
+    base = Stream(
+        region=filter.region.value if filter.region else None,
+        status=filter.status.value if filter.status else None,
+        owner_id=str(filter.owner_id) if filter.owner_id is not None else None,
+        unowned=True if filter.in_pool else None,
+        q=search,
+    )
+    keep = _visible_match(guard, search) if search else None
+    owned_only = filter.in_pool is False and filter.owner_id is None
+    if owned_only:
+        keep = _both(_owned, keep)
+    rows = guard.rows
+    if rows.all:
+        return [replace(base, keep=keep)], True
+    streams: list[Stream] = []
+    for owner in sorted(rows.owner_in):
+        if (base.owner_id in (None, owner)) and not base.unowned:
+            streams.append(replace(base, owner_id=owner, keep=keep))
+    if rows.include_pool and base.owner_id is None and filter.in_pool is not False:
+        streams.append(replace(base, unowned=True, keep=_visible_match(guard, search) if search else None))
+    disjoint = True
+    for region in sorted(rows.regions):
+        if base.region in (None, region):
+            streams.append(replace(base, region=region, keep=keep))
+            disjoint = len(streams) == 1
+    return streams, disjoint
+
+
+def _owned(account: Account) -> bool:
+    return account.owner_id is not None
+
+
+def _both(first: Predicate, second: Predicate | None) -> Predicate:
+    if second is None:
+        return first
+    return lambda account: first(account) and second(account)
+
+
+def _visible_match(guard: Guard, search: str) -> Predicate | None:
+    """The sales system matches ``q`` on name, contact name and e-mail; a match counts here only on a
+    field the caller may see in clear on that customer (no inferring a masked e-mail by searching)."""
+    if guard.clear_everywhere("email") and guard.clear_everywhere("contactName"):
+        return None
+    needle = search.casefold()
+
+    def keep(account: Account) -> bool:
+        if needle in account.name.casefold():
+            return True
+        view = guard.policy.view(guard.principal, account)
+        for name, value in (("contactName", account.contact_name), ("email", account.email)):
+            if value and needle in value.casefold() and view[name].allowed:
+                return True
+        return False
+
+    return keep
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="A customer by id; null when unknown or outside the caller's rows.")
+    async def customer(self, info: strawberry.Info, id: strawberry.ID) -> Customer | None:
+        return await _customer(info, customer_key(id))
+
+    @strawberry.field(description="Customers, in account-number order (Relay connection).")
+    async def customers(
+        self,
+        info: strawberry.Info,
+        first: int | None = 20,
+        after: str | None = None,
+        filter: CustomerFilter | None = None,
+    ) -> CustomerConnection:
+        context = _context(info)
+        guard = context.require_guard()
+        first = 20 if first is None else first
+        if first < 0 or first > context.max_first:
+            raise BadUserInput(f"'first' must be between 0 and {context.max_first}.")
+        streams, disjoint = _streams(guard, filter)
+        offsets = decode_cursor(after, len(streams)) if after else [0] * len(streams)
+        page = await fetch_page(context.loaders, streams, offsets, first, disjoint=disjoint)
+        await context.load_grants([account.account_no for account in page.accounts])
+        edges = []
+        for account, cursor in zip(page.accounts, page.cursors, strict=True):
+            view = guard.view(account)
+            if not view.visible:  # the streams follow the rows; this guards against a stale policy
+                continue
+            context.loaders.account.prime(account.account_no, account)
+            edges.append(CustomerEdge(cursor=cursor, node=Customer.from_account(account, view)))
+        return CustomerConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next,
+                has_previous_page=after is not None,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else (page.end_cursor if streams else None),
+            ),
+            total_count=page.total,
+        )
+
+    @strawberry.field(description="Any object by its global id; null when unknown or not visible.")
+    async def node(self, info: strawberry.Info, id: strawberry.ID) -> Node | None:
+        type_name, key = decode_id(id)
+        if type_name != "Customer":
+            raise BadUserInput(f"No object of type {type_name} can be fetched by id.")
+        return await _customer(info, key)
+
+    @strawberry.field(description="The caller.")
+    def viewer(self, info: strawberry.Info) -> Viewer:
+        principal = _context(info).require_principal()
+        return Viewer(
+            id=strawberry.ID(principal.sub),
+            name=principal.name,
+            roles=sorted(principal.roles),
+            region=principal.region,
+        )
