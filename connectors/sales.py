@@ -166,7 +166,7 @@ class SalesConnector(Connector):
             "type": type,
             "occurred_at": format_time(occurred_at),
             "subject": subject,
-            "notes": notes,
+            "notes": notes or "",  # the contract requires a string
             "by_user": by_user,
         }
         headers = {"Idempotency-Key": idempotency_key}

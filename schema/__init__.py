@@ -13,6 +13,7 @@ from strawberry.types import ExecutionContext
 
 from .customer import Customer
 from .errors import is_internal
+from .mutations import Mutation
 from .query import Query
 from .scalars import SCALAR_MAP
 
@@ -40,6 +41,7 @@ def build_schema(*, document_cache_size: int = 1000, extensions: list[Any] | Non
     """The schema, with parsed and validated documents cached across requests."""
     return GraphSchema(
         query=Query,
+        mutation=Mutation,
         types=[Customer],
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
         extensions=[

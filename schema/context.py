@@ -12,6 +12,19 @@ from policies.principal import Principal
 from .errors import Unauthenticated
 from .loaders import Loaders
 
+
+@dataclass(frozen=True, slots=True)
+class WriteRecord:
+    """A write (or a refused one) for the audit trail: before/after hold only the changed fields."""
+
+    operation: str
+    account_no: str
+    before: Mapping[str, object] | None = None
+    after: Mapping[str, object] | None = None
+    denied: bool = False
+    rule: str | None = None
+
+
 # (caller's sub, account numbers) → account number → field → grant id, for the caller's live grants
 GrantLookup = Callable[[str, list[str]], Awaitable[Mapping[str, Mapping[str, str]]]]
 
@@ -26,6 +39,7 @@ class RequestContext:
     max_first: int = 100
     auth_error: str | None = None  # why a token that was sent was refused
     grant_lookup: GrantLookup | None = None
+    writes: list[WriteRecord] = field(default_factory=list)
     extensions: dict[str, object] = field(default_factory=dict)
 
     def require_principal(self) -> Principal:
@@ -39,6 +53,9 @@ class RequestContext:
             self.require_principal()
             raise Unauthenticated("Send 'Authorization: Bearer <token>' to use the graph.")
         return self.guard
+
+    def record(self, write: WriteRecord) -> None:
+        self.writes.append(write)
 
     async def load_grants(self, account_nos: list[str]) -> None:
         """Fetch the caller's live access grants for these customers before deciding them."""

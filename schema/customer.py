@@ -50,6 +50,8 @@ class Customer(Node):
     status: CustomerStatus
     in_pool: bool
     created_at: datetime
+    updated_at: datetime
+    version: int = strawberry.field(description="Increments on every change; send it with a write.")
     account: strawberry.Private[models.Account]
     view: strawberry.Private[CustomerView]
     contact: strawberry.Private[asyncio.Future[datetime | None] | None] = None
@@ -65,6 +67,8 @@ class Customer(Node):
             status=cast(CustomerStatus, account.status),
             in_pool=account.owner_id is None,
             created_at=account.created_at,
+            updated_at=account.updated_at,
+            version=account.version,
             account=account,
             view=view,
         )

@@ -1,0 +1,289 @@
+"""Writes: each checked against the policy's write rules, sent to the owning system with an
+idempotency key, recorded for the audit trail, and answered through the same read policy."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, cast
+
+import strawberry
+
+from connectors import models
+from connectors.errors import UpstreamConflict, UpstreamInvalid, UpstreamNotFound
+
+from .context import RequestContext, WriteRecord
+from .customer import Customer
+from .enums import ActivityType, TicketCategory, TicketChannel, TicketPriority
+from .errors import BadUserInput, Conflict, Forbidden, NotFound
+from .ids import customer_key
+from .records import Activity, Ticket
+
+# GraphQL input name → sales field name, for contact changes
+_CONTACT_FIELDS = {
+    "contactName": "contact_name",
+    "title": "title",
+    "email": "email",
+    "phone": "phone",
+    "address": "address",
+}
+_MAX_TEXT = 2000
+
+
+def _context(info: strawberry.Info) -> RequestContext:
+    return cast(RequestContext, info.context)
+
+
+async def _target(context: RequestContext, customer_id: strawberry.ID) -> models.Account:
+    """The customer a write is about, read fresh; NOT_FOUND when unknown or outside the caller's rows."""
+    guard = context.require_guard()
+    account_no = customer_key(customer_id)
+    try:
+        account = await context.loaders.upstreams.sales.account(account_no)
+    except UpstreamNotFound:
+        account = None
+    if account is None or not guard.view(account).visible:
+        raise NotFound("No such customer.")
+    return account
+
+
+def _authorize(context: RequestContext, operation: str, account: models.Account, **kwargs: Any) -> None:
+    guard = context.require_guard()
+    decision = guard.policy.can_write(guard.principal, operation, account, **kwargs)
+    if not decision.allowed:
+        context.record(WriteRecord(operation, account.account_no, denied=True, rule=decision.rule))
+        raise Forbidden(f"Not allowed: {decision.rule}.")
+
+
+def _answer(context: RequestContext, account: models.Account) -> Customer:
+    """The customer after a write, through the read policy (and the request's cache refreshed)."""
+    loaders = context.loaders
+    loaders.account.clear(account.account_no).prime(account.account_no, account)
+    return Customer.from_account(account, context.require_guard().view(account))
+
+
+def _text(name: str, value: str | None, *, required: bool = False) -> str | None:
+    if value is None:
+        if required:
+            raise BadUserInput(f"'{name}' is required.")
+        return None
+    value = value.strip()
+    if required and not value:
+        raise BadUserInput(f"'{name}' must not be empty.")
+    if len(value) > _MAX_TEXT:
+        raise BadUserInput(f"'{name}' is longer than {_MAX_TEXT} characters.")
+    return value
+
+
+def _invalid(exc: UpstreamInvalid) -> BadUserInput:
+    fields = sorted(exc.fields)
+    where = f" ({', '.join(fields)})" if fields else ""
+    return BadUserInput(f"The {exc.system.value} system refused the values{where}.", fields=fields)
+
+
+# --- inputs and payloads ------------------------------------------------------------------------
+
+
+@strawberry.input(description="Change a customer's contact data. Omitted fields stay as they are.")
+class UpdateCustomerContactInput:
+    customer_id: strawberry.ID
+    version: int | None = strawberry.field(
+        default=None, description="The version read; a stale one gives CONFLICT (optimistic concurrency)."
+    )
+    contact_name: str | None = strawberry.UNSET
+    title: str | None = strawberry.UNSET
+    email: str | None = strawberry.UNSET
+    phone: str | None = strawberry.UNSET
+    address: str | None = strawberry.UNSET
+    idempotency_key: str | None = strawberry.field(
+        default=None, description="Repeat a write safely: the same key returns the first answer."
+    )
+
+
+@strawberry.type
+class UpdateCustomerContactPayload:
+    customer: Customer | None
+
+
+@strawberry.input(description="Log a communication with a customer (sales system).")
+class LogActivityInput:
+    customer_id: strawberry.ID
+    type: ActivityType
+    subject: str
+    notes: str | None = None
+    occurred_at: datetime | None = strawberry.field(default=None, description="Default: now.")
+    idempotency_key: str | None = None
+
+
+@strawberry.type
+class LogActivityPayload:
+    customer: Customer | None
+    activity_record: strawberry.Private[models.Activity]
+
+    @strawberry.field(description="The logged activity, if the caller may read activities.")
+    def activity(self, info: strawberry.Info) -> Activity | None:
+        customer = self.customer
+        if customer is None:
+            return None
+        _context(info).require_guard().relation(customer.account_no, customer.view, "activities")
+        return cast(Activity, self.activity_record)
+
+
+@strawberry.input(description="Open a support ticket for a customer (helpdesk), from its e-mail.")
+class OpenTicketInput:
+    customer_id: strawberry.ID
+    subject: str
+    body: str
+    category: TicketCategory = TicketCategory.QUESTION
+    priority: TicketPriority = TicketPriority.NORMAL
+    channel: TicketChannel = TicketChannel.WEB
+    idempotency_key: str | None = None
+
+
+@strawberry.type
+class OpenTicketPayload:
+    customer: Customer | None
+    ticket_record: strawberry.Private[models.Ticket]
+
+    @strawberry.field(description="The new ticket, if the caller may read tickets.")
+    def ticket(self, info: strawberry.Info) -> Ticket | None:
+        customer = self.customer
+        if customer is None:
+            return None
+        _context(info).require_guard().relation(customer.account_no, customer.view, "tickets")
+        return cast(Ticket, self.ticket_record)
+
+
+@strawberry.input(description="Give a customer to a sales rep, or back to the public pool (ownerId null).")
+class AssignOwnerInput:
+    customer_id: strawberry.ID
+    owner_id: strawberry.ID | None
+    version: int | None = None
+
+
+@strawberry.type
+class AssignOwnerPayload:
+    customer: Customer | None
+
+
+# --- the mutations ------------------------------------------------------------------------------
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Change contact data (support_agent, data_steward by default).")
+    async def update_customer_contact(
+        self, info: strawberry.Info, input: UpdateCustomerContactInput
+    ) -> UpdateCustomerContactPayload | None:
+        context = _context(info)
+        changes: dict[str, str | None] = {}
+        for graph_name, sales_name in _CONTACT_FIELDS.items():
+            value = getattr(input, sales_name)
+            if value is not strawberry.UNSET:
+                changes[sales_name] = _text(graph_name, value)
+        if not changes:
+            raise BadUserInput("Nothing to change: give at least one contact field.")
+        account = await _target(context, input.customer_id)
+        changed = [g for g, s in _CONTACT_FIELDS.items() if s in changes]
+        _authorize(context, "changeContact", account, fields=changed)
+        key = input.idempotency_key or uuid.uuid4().hex
+        try:
+            updated = await context.loaders.upstreams.sales.update_account(
+                account.account_no, changes, version=input.version, idempotency_key=key
+            )
+        except UpstreamConflict:
+            raise Conflict("The customer changed since that version; read it again and retry.") from None
+        except UpstreamInvalid as exc:
+            raise _invalid(exc) from None
+        context.record(
+            WriteRecord(
+                "changeContact",
+                account.account_no,
+                before={s: getattr(account, s) for s in changes},
+                after={s: getattr(updated, s) for s in changes},
+            )
+        )
+        return UpdateCustomerContactPayload(customer=_answer(context, updated))
+
+    @strawberry.mutation(description="Log a communication (activity) with a customer.")
+    async def log_activity(self, info: strawberry.Info, input: LogActivityInput) -> LogActivityPayload | None:
+        context = _context(info)
+        subject = cast(str, _text("subject", input.subject, required=True))
+        notes = _text("notes", input.notes)
+        account = await _target(context, input.customer_id)
+        _authorize(context, "logActivity", account)
+        principal = context.require_principal()
+        try:
+            activity = await context.loaders.upstreams.sales.create_activity(
+                account.account_no,
+                input.type.value,
+                input.occurred_at or context.now,
+                subject,
+                notes,
+                principal.sub,
+                idempotency_key=input.idempotency_key or uuid.uuid4().hex,
+            )
+        except UpstreamInvalid as exc:
+            raise _invalid(exc) from None
+        context.loaders.activities.clear(account.account_no)
+        context.record(
+            WriteRecord(
+                "logActivity",
+                account.account_no,
+                after={"activity_id": activity.activity_id, "type": activity.type, "subject": subject},
+            )
+        )
+        return LogActivityPayload(customer=_answer(context, account), activity_record=activity)
+
+    @strawberry.mutation(description="Open a support ticket for a customer.")
+    async def open_ticket(self, info: strawberry.Info, input: OpenTicketInput) -> OpenTicketPayload | None:
+        context = _context(info)
+        subject = cast(str, _text("subject", input.subject, required=True))
+        body = cast(str, _text("body", input.body, required=True))
+        account = await _target(context, input.customer_id)
+        _authorize(context, "openTicket", account)
+        if account.email is None:
+            raise BadUserInput("The customer has no e-mail; the helpdesk knows requesters by e-mail.")
+        try:
+            ticket = await context.loaders.upstreams.support.create_ticket(
+                account.email,
+                subject,
+                input.category.value,
+                input.priority.value,
+                input.channel.value,
+                body,
+                request_id=input.idempotency_key or uuid.uuid4().hex,
+            )
+        except UpstreamInvalid as exc:
+            raise _invalid(exc) from None
+        context.loaders.tickets.clear(account.email)
+        context.record(
+            WriteRecord("openTicket", account.account_no, after={"ticket_id": ticket.id, "subject": subject})
+        )
+        return OpenTicketPayload(customer=_answer(context, account), ticket_record=ticket)
+
+    @strawberry.mutation(description="Assign a customer to a sales rep, or return it to the pool.")
+    async def assign_owner(self, info: strawberry.Info, input: AssignOwnerInput) -> AssignOwnerPayload | None:
+        context = _context(info)
+        account = await _target(context, input.customer_id)
+        _authorize(context, "assignOwner", account)
+        owner_id = str(input.owner_id) if input.owner_id is not None else None
+        if owner_id is not None and await context.loaders.user.load(owner_id) is None:
+            raise BadUserInput("No sales user has that id.")
+        try:
+            updated = await context.loaders.upstreams.sales.set_owner(
+                account.account_no, owner_id, version=input.version
+            )
+        except UpstreamConflict:
+            raise Conflict("The customer changed since that version; read it again and retry.") from None
+        except UpstreamInvalid as exc:
+            raise _invalid(exc) from None
+        context.record(
+            WriteRecord(
+                "assignOwner",
+                account.account_no,
+                before={"owner_id": account.owner_id},
+                after={"owner_id": owner_id},
+            )
+        )
+        return AssignOwnerPayload(customer=_answer(context, updated))
