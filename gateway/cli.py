@@ -61,6 +61,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(customers=args.customers, seed=args.seed, port=args.port, config=args.config)
 
 
+def cmd_policy(args: argparse.Namespace) -> int:
+    from policies.cli import check_main, explain_main, table_main
+
+    commands = {"check": check_main, "explain": explain_main, "table": table_main}
+    return commands[args.action](args.args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="customer-graph", description=__doc__)
     parser.add_argument("--config", help="TOML config file (default: $CG_CONFIG); CG_* variables win")
@@ -85,6 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="print the GraphQL SDL")
     schema.set_defaults(func=cmd_schema)
+
+    policy = sub.add_parser(
+        "policy",
+        help="check a policy file, explain a decision, print the decision table",
+        description="policy check [FILE] | policy explain --role R [--own|--pool] FIELD | policy table",
+    )
+    policy.add_argument("action", choices=["check", "explain", "table"])
+    policy.add_argument("args", nargs=argparse.REMAINDER, help="see 'customer-graph policy ACTION --help'")
+    policy.set_defaults(func=cmd_policy)
     return parser
 
 

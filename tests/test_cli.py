@@ -1,0 +1,85 @@
+"""The ``customer-graph`` command: tokens, schema, settings precedence, policy tooling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.auth import AuthError, Authenticator
+from gateway.cli import main
+from gateway.settings import SettingsError, load_settings
+
+
+def test_token_is_accepted_by_the_gateway(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CG_JWT_SECRET", "cli-test-secret-0123456789abcdef")
+    assert main(["token", "--sub", "u-1021", "--role", "sales_rep", "--region", "east"]) == 0
+    token = capsys.readouterr().out.strip()
+    principal = Authenticator(load_settings()).decode(token)
+    assert (principal.sub, principal.roles, principal.region) == ("u-1021", frozenset({"sales_rep"}), "east")
+
+
+def test_token_without_secret_explains(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("CG_JWT_SECRET", raising=False)
+    assert main(["token", "--sub", "u-1", "--role", "finance"]) == 2
+    assert "CG_JWT_SECRET" in capsys.readouterr().err
+
+
+def test_schema_prints_the_contracts_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    sdl = capsys.readouterr().out
+    for name in (
+        "type Customer implements Node",
+        "customers(first: Int = 20, after: String = null, filter: CustomerFilter = null): CustomerConnection!",
+        "lastContactAt: DateTime",
+        "dormant: Boolean!",
+        "type Money",
+        "updateCustomerContact",
+    ):
+        assert name in sdl
+
+
+def test_environment_wins_over_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text('[gateway]\nsales_url = "http://file:1"\nport = 9000\nupstream_timeout = 1.5\n')
+    settings = load_settings(config, environ={"CG_SALES_URL": "http://env:2", "CG_PORT": "8111"})
+    assert (settings.sales_url, settings.port, settings.upstream_timeout) == ("http://env:2", 8111, 1.5)
+
+
+def test_bad_settings_are_named(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="CG_PORT"):
+        load_settings(environ={"CG_PORT": "eighty"})
+    config = tmp_path / "gateway.toml"
+    config.write_text("sales_ulr = 'x'\n")
+    with pytest.raises(SettingsError, match="sales_ulr"):
+        load_settings(config, environ={})
+
+
+def test_serve_refuses_to_start_without_a_token_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SettingsError, match="CG_JWT_SECRET"):
+        Authenticator(load_settings(environ={}))
+
+
+def test_policy_check_reports_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    default = Path("policies/default.yaml").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(default.replace("[allow,       mask:email,", "[alow,       mask:email,", 1))
+    assert main(["policy", "check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert 'unknown decision "alow"' in err and "bad.yaml:" in err
+    assert main(["policy", "check"]) == 0
+
+
+def test_policy_explain_names_the_rule(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "explain", "--role", "sales_rep", "--pool", "phone"]) == 0
+    out = capsys.readouterr().out
+    assert "mask:phone" in out and "default.yaml:" in out
+
+
+def test_auth_error_is_not_a_crash() -> None:
+    with pytest.raises(AuthError):
+        Authenticator(load_settings(environ={"CG_JWT_SECRET": "x" * 32})).authenticate("Basic abc")
