@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.auth import AuthError, Authenticator
+from gateway.auth import Authenticator, AuthError
 from gateway.cli import main
 from gateway.settings import SettingsError, load_settings
 
