@@ -12,10 +12,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The graphql-http audit's npm packages (tests/test_graphql_http_audit.py); without npm it is skipped.
+AUDIT       := tests/http_audit
+AUDIT_STAMP := $(AUDIT)/node_modules/.package-lock.json
+
+$(AUDIT_STAMP): $(AUDIT)/package.json $(AUDIT)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(AUDIT) --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the graphql-http audit will be skipped"; fi
+
+install: $(STAMP) $(AUDIT_STAMP)
 
 demo: $(STAMP)
-	$(BIN)/customer-graph demo
+	$(BIN)/customer-graph demo $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -24,7 +33,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy gateway connectors schema policies demo
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) $(AUDIT_STAMP) lint typecheck
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from graphql.validation import MaxIntrospectionDepthRule
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
-from strawberry.extensions import DisableIntrospection
+from strawberry.extensions import AddValidationRules, DisableIntrospection
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
@@ -30,7 +30,12 @@ from schema.errors import formatted_errors
 from schema.loaders import Loaders, Upstreams
 
 from .auth import Authenticator, AuthError
-from .settings import Settings
+from .cache import EntityCache, parse_ttls
+from .http import GraphQLOverHTTP
+from .limits import LimitsExtension, RequestLimits
+from .persisted import PersistedQueries
+from .ratelimit import build_limiter
+from .settings import Settings, SettingsError
 from .upstreams import build_upstreams
 
 log = logging.getLogger("customer_graph.gateway")
@@ -46,8 +51,8 @@ def request_id_from(headers: Any) -> str:
     return uuid.uuid4().hex
 
 
-class GraphView(GraphQL[RequestContext, None]):
-    """Strawberry's ASGI view, with our context, error shape and JSON encoder."""
+class GraphView(GraphQLOverHTTP):
+    """Strawberry's ASGI view, with our context, error shape and JSON encoder (HTTP rules: http.py)."""
 
     def __init__(self, gateway: Gateway) -> None:
         settings = gateway.settings
@@ -69,7 +74,8 @@ class GraphView(GraphQL[RequestContext, None]):
             auth_error = str(exc)
         policy = gateway.current_policy()
         return RequestContext(
-            loaders=Loaders(gateway.upstreams),
+            loaders=Loaders(gateway.upstreams, gateway.cache),
+            cache=gateway.cache,
             principal=principal,
             guard=Guard(policy, principal) if principal is not None else None,
             request_id=request_id,
@@ -96,10 +102,24 @@ class Gateway:
     def __init__(self, settings: Settings, upstreams: Upstreams | None = None) -> None:
         self.settings = settings
         self.authenticator = Authenticator(settings)
-        extensions: list[Any] = [] if settings.introspection else [DisableIntrospection()]
+        # Request limits (gateway/limits.py): measured once per document, compared per caller.
+        self.limits = RequestLimits(settings)
+        self.rate_limiter = build_limiter(settings)
+        self.persisted = PersistedQueries.from_settings(settings)
+        extensions: list[Any] = [
+            lambda: LimitsExtension(self.limits),
+            lambda: AddValidationRules([MaxIntrospectionDepthRule]),
+        ]
+        if not settings.introspection:
+            extensions.append(DisableIntrospection)
         self.schema = build_schema(document_cache_size=settings.document_cache_size, extensions=extensions)
         self._upstreams = upstreams
         self.policies = PolicyHolder(policy_path(settings.policy_file or None))
+        try:
+            ttls = parse_ttls(settings.cache_ttls)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        self.cache = EntityCache(ttls) if settings.cache else None
 
     def current_policy(self) -> Policy:
         """The policy in force; a changed file is picked up here (a bad one is logged and ignored)."""
@@ -124,7 +144,15 @@ class Gateway:
             self._upstreams = build_upstreams(self.settings)
         return self._upstreams
 
+    async def start(self) -> None:
+        """Connect what needs the event loop: the cache's invalidation channel (with CG_REDIS_URL)."""
+        if self.cache is not None and self.settings.redis_url:
+            await self.cache.connect(self.settings.redis_url)
+
     async def aclose(self) -> None:
+        await self.rate_limiter.aclose()
+        if self.cache is not None:
+            await self.cache.aclose()
         if self._upstreams is not None:
             await self._upstreams.aclose()
             self._upstreams = None
@@ -141,6 +169,7 @@ def create_app(settings: Settings, upstreams: Upstreams | None = None) -> Starle
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, gateway.reload_policy)
+        await gateway.start()
         try:
             yield
         finally:
@@ -148,7 +177,7 @@ def create_app(settings: Settings, upstreams: Upstreams | None = None) -> Starle
 
     app = Starlette(
         routes=[
-            Route("/graphql", view, methods=["GET", "POST"]),
+            Route("/graphql", view),  # every method: the view answers 405 itself, in JSON
             WebSocketRoute("/graphql", view),
             Route("/healthz", healthz, methods=["GET"]),
         ],

@@ -44,6 +44,28 @@ class Settings:
     max_first: int = 100  # the largest `first` a list argument accepts
     document_cache_size: int = 1000
 
+    # Hostile and bad requests (gateway/http.py, gateway/limits.py, gateway/ratelimit.py,
+    # gateway/persisted.py). Every limit is checked before anything runs.
+    max_body_bytes: int = 262_144  # a larger request body is refused with 413
+    max_depth: int = 12  # field nesting; introspection subtrees not counted
+    max_aliases: int = 50  # aliased fields in the operation
+    max_tokens: int = 5000  # lexical tokens in the document (enforced while parsing)
+    max_cost: int = 50_000  # see README "Limits": list fields multiply by their `first`
+    max_cost_per_role: Mapping[str, int] = field(default_factory=dict)  # role → max cost
+    cost_list_size: int = 10  # what a list field without `first` is assumed to return
+    rate_limit_per_minute: int = 1200  # per caller (sub, or client IP without a token); 0 = off
+    rate_limit_burst: int = 200  # requests a caller may send at once
+    rate_limit_per_role: Mapping[str, int] = field(default_factory=dict)  # role → per minute
+    redis_url: str = ""  # shared state between gateway processes (rate-limit buckets, cache invalidation)
+    persisted_queries: str = "apq"  # "off" | "apq" | "allowlist"
+    allowlist_file: str = ""  # JSON/YAML: operation hash → name (+ query, roles)
+    apq_cache_size: int = 1000  # automatic persisted queries kept (LRU)
+
+    # Cross-request cache of upstream entities (gateway/cache.py): on/off, and TTL overrides per
+    # resource as "orders=30,contracts=600" (defaults in gateway.cache.CACHE_TTLS).
+    cache: bool = True
+    cache_ttls: str = ""
+
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -55,7 +77,33 @@ _ENV_PREFIX = "CG_"
 _FIELDS = {f.name: f for f in fields(Settings) if f.name != "extra"}
 
 
+def _coerce_mapping(name: str, value: Any) -> dict[str, int]:
+    """A role → number table: a TOML table, or ``"role=5000,other=2000"`` in an environment variable."""
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    else:
+        items = []
+        for part in str(value).split(","):
+            if not part.strip():
+                continue
+            key, sep, number = part.partition("=")
+            if not sep:
+                raise SettingsError(f"{name}: expected role=number pairs separated by commas, got {part!r}")
+            items.append((key, number))
+    table: dict[str, int] = {}
+    for key, number in items:
+        if not str(key).strip():
+            raise SettingsError(f"{name}: a role name is empty")
+        try:
+            table[str(key).strip()] = int(number)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{name}: expected a whole number for {key!r}, got {number!r}") from None
+    return table
+
+
 def _coerce(name: str, value: Any, default: Any) -> Any:
+    if isinstance(default, Mapping):
+        return _coerce_mapping(name, value)
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
@@ -101,7 +149,29 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         env_name = _ENV_PREFIX + name.upper()
         if env_name in env:
             values[name] = _coerce(env_name, env[env_name], getattr(base, name))
+    if values.get("environment") == "production":
+        # Production turns GraphiQL and introspection off unless they are set explicitly.
+        values.setdefault("graphiql", False)
+        values.setdefault("introspection", False)
     settings = replace(base, **values)
     if settings.environment not in {"development", "production"}:
         raise SettingsError("environment: expected 'development' or 'production'")
+    _check_request_limits(settings)
     return settings
+
+
+def _check_request_limits(settings: Settings) -> None:
+    if settings.persisted_queries not in {"off", "apq", "allowlist"}:
+        raise SettingsError("persisted_queries: expected 'off', 'apq' or 'allowlist'")
+    if settings.persisted_queries == "allowlist" and not settings.allowlist_file:
+        raise SettingsError("persisted_queries = 'allowlist' needs allowlist_file (CG_ALLOWLIST_FILE)")
+    for name in ("max_body_bytes", "max_depth", "max_aliases", "max_tokens", "max_cost", "apq_cache_size"):
+        if getattr(settings, name) < 1:
+            raise SettingsError(f"{name}: must be at least 1")
+    for name in ("cost_list_size", "rate_limit_per_minute", "rate_limit_burst"):
+        if getattr(settings, name) < 0:
+            raise SettingsError(f"{name}: must not be negative")
+    for name in ("max_cost_per_role", "rate_limit_per_role"):
+        for role, number in getattr(settings, name).items():
+            if number < 1:
+                raise SettingsError(f"{name}: {role} must be at least 1")

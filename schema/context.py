@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from policies.guard import Guard
 from policies.principal import Principal
@@ -29,6 +30,14 @@ class WriteRecord:
 GrantLookup = Callable[[str, list[str]], Awaitable[Mapping[str, Mapping[str, str]]]]
 
 
+class Evictor(Protocol):
+    """The cross-request cache, as writes and change events see it."""
+
+    def evict_customer(
+        self, account_no: str, *, email: str | None = None, tax_id: str | None = None, publish: bool = True
+    ) -> None: ...
+
+
 @dataclass(slots=True)
 class RequestContext:
     loaders: Loaders
@@ -39,6 +48,7 @@ class RequestContext:
     max_first: int = 100
     auth_error: str | None = None  # why a token that was sent was refused
     grant_lookup: GrantLookup | None = None
+    cache: Evictor | None = None
     writes: list[WriteRecord] = field(default_factory=list)
     extensions: dict[str, object] = field(default_factory=dict)
 
@@ -56,6 +66,12 @@ class RequestContext:
 
     def record(self, write: WriteRecord) -> None:
         self.writes.append(write)
+
+    def evict(self, account_no: str, *, email: str | None = None, tax_id: str | None = None) -> None:
+        """After a write: forget what this request and every other one had cached of the customer."""
+        self.loaders.account.clear(account_no)
+        if self.cache is not None:
+            self.cache.evict_customer(account_no, email=email, tax_id=tax_id)
 
     async def load_grants(self, account_nos: list[str]) -> None:
         """Fetch the caller's live access grants for these customers before deciding them."""

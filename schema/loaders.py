@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from aiodataloader import DataLoader
 
@@ -63,22 +63,47 @@ class Loader(DataLoader[K, V]):
         return [found.get(key, default) for key in keys]
 
 
-class Loaders:
-    """Every loader one request may use. Attribute names say what is loaded and by which key."""
+class EntityCacheLike(Protocol):
+    """A cross-request cache (gateway.cache.EntityCache): wraps a batch fetch per resource."""
 
-    def __init__(self, upstreams: Upstreams) -> None:
+    def wrap(
+        self, resource: str, fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]]
+    ) -> Callable[[list[K]], Awaitable[Mapping[K, V]]]: ...
+
+
+class _NoCache:
+    def wrap(
+        self, resource: str, fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]]
+    ) -> Callable[[list[K]], Awaitable[Mapping[K, V]]]:
+        return fetch
+
+
+class Loaders:
+    """Every loader one request may use. Attribute names say what is loaded and by which key;
+    each name is also the resource name of the cross-request cache."""
+
+    def __init__(self, upstreams: Upstreams, cache: EntityCacheLike | None = None) -> None:
         self.upstreams = upstreams
+        c = cache or _NoCache()
         sales, support, contracts = upstreams.sales, upstreams.support, upstreams.contracts
-        self.account: Loader[str, Account | None] = Loader(sales.accounts, None)
-        self.orders: Loader[str, Sequence[Order]] = Loader(sales.orders, ())
-        self.payments: Loader[str, Sequence[Payment]] = Loader(sales.payments, ())
-        self.opportunities: Loader[str, Sequence[Opportunity]] = Loader(sales.opportunities, ())
-        self.activities: Loader[str, Sequence[Activity]] = Loader(sales.activities, ())
-        self.user: Loader[str, SalesUser | None] = Loader(sales.users, None)
-        self.tickets: Loader[str, Sequence[Ticket]] = Loader(support.tickets, ())
-        self.satisfaction: Loader[str, Satisfaction | None] = Loader(support.satisfaction, None)
-        self.ticket_detail: Loader[str, TicketDetail | None] = Loader(_ticket_details(support), None)
-        self.contracts: Loader[str, Sequence[Contract]] = Loader(contracts.contracts_many, ())
+        self.account: Loader[str, Account | None] = Loader(c.wrap("account", sales.accounts), None)
+        self.orders: Loader[str, Sequence[Order]] = Loader(c.wrap("orders", sales.orders), ())
+        self.payments: Loader[str, Sequence[Payment]] = Loader(c.wrap("payments", sales.payments), ())
+        self.opportunities: Loader[str, Sequence[Opportunity]] = Loader(
+            c.wrap("opportunities", sales.opportunities), ()
+        )
+        self.activities: Loader[str, Sequence[Activity]] = Loader(c.wrap("activities", sales.activities), ())
+        self.user: Loader[str, SalesUser | None] = Loader(c.wrap("user", sales.users), None)
+        self.tickets: Loader[str, Sequence[Ticket]] = Loader(c.wrap("tickets", support.tickets), ())
+        self.satisfaction: Loader[str, Satisfaction | None] = Loader(
+            c.wrap("satisfaction", support.satisfaction), None
+        )
+        self.ticket_detail: Loader[str, TicketDetail | None] = Loader(
+            c.wrap("ticket_detail", _ticket_details(support)), None
+        )
+        self.contracts: Loader[str, Sequence[Contract]] = Loader(
+            c.wrap("contracts", contracts.contracts_many), ()
+        )
 
 
 def _ticket_details(

@@ -195,6 +195,7 @@ class Mutation:
             raise Conflict("The customer changed since that version; read it again and retry.") from None
         except UpstreamInvalid as exc:
             raise _invalid(exc) from None
+        context.evict(account.account_no, email=account.email)
         context.record(
             WriteRecord(
                 "changeContact",
@@ -226,6 +227,7 @@ class Mutation:
         except UpstreamInvalid as exc:
             raise _invalid(exc) from None
         context.loaders.activities.clear(account.account_no)
+        context.evict(account.account_no)
         context.record(
             WriteRecord(
                 "logActivity",
@@ -257,6 +259,7 @@ class Mutation:
         except UpstreamInvalid as exc:
             raise _invalid(exc) from None
         context.loaders.tickets.clear(account.email)
+        context.evict(account.account_no, email=account.email)
         context.record(
             WriteRecord("openTicket", account.account_no, after={"ticket_id": ticket.id, "subject": subject})
         )
@@ -278,6 +281,7 @@ class Mutation:
             raise Conflict("The customer changed since that version; read it again and retry.") from None
         except UpstreamInvalid as exc:
             raise _invalid(exc) from None
+        context.evict(account.account_no)
         context.record(
             WriteRecord(
                 "assignOwner",

@@ -53,6 +53,7 @@ def settings_for(systems: DemoSystems, **extra: str) -> Settings:
         "CG_CONTRACTS_USER": systems.contracts_user,
         "CG_CONTRACTS_PASSWORD": systems.contracts_password,
         "CG_JWT_SECRET": SECRET,
+        "CG_CACHE": "false",  # most tests count upstream calls per request; test_cache.py turns it on
         **extra,
     }
     return load_settings(environ=environ)

@@ -21,16 +21,43 @@ from policies import Principal, load_policy
 
 from .conftest import Graph, customer_id
 
-ROLES = ["sales_rep", "sales_manager", "support_agent", "finance", "legal", "executive", "auditor", "data_steward"]
+ROLES = [
+    "sales_rep",
+    "sales_manager",
+    "support_agent",
+    "finance",
+    "legal",
+    "executive",
+    "auditor",
+    "data_steward",
+]
 REGIONS = ["east", "north", "south", "west", "central"]
 
-SCALARS = ["accountNo", "name", "contactName", "title", "email", "phone", "address", "taxId", "inPool", "lastContactAt"]
+SCALARS = [
+    "accountNo",
+    "name",
+    "contactName",
+    "title",
+    "email",
+    "phone",
+    "address",
+    "taxId",
+    "inPool",
+    "lastContactAt",
+]
 NESTED = {
     "orders(first: 3)": ["orderNo", "total { amount }"],
     "payments(first: 3)": ["paymentId", "cardLast4", "bankAccount", "amount { amount currency }"],
     "activities(first: 3)": ["subject", "notes", "byUser"],
     "tickets(first: 3)": ["id", "subject", "requesterEmail", "comments { body author }"],
-    "contracts": ["contractId", "partyTaxId", "partyName", "paymentTerms", "value { amount }", "confidential"],
+    "contracts": [
+        "contractId",
+        "partyTaxId",
+        "partyName",
+        "paymentTerms",
+        "value { amount }",
+        "confidential",
+    ],
     "satisfaction": ["rated", "average"],
     "owner": ["userId", "name"],
 }
@@ -59,7 +86,9 @@ def customer_selection(draw: st.DrawFn) -> tuple[str, list[str]]:
     for field in draw(st.lists(st.sampled_from(SCALARS), min_size=1, max_size=6, unique=True)):
         parts.append(_alias(draw, field))
     for field in draw(st.lists(st.sampled_from(list(NESTED)), max_size=4, unique=True)):
-        inner = " ".join(_alias(draw, f) for f in draw(st.lists(st.sampled_from(NESTED[field]), min_size=1, unique=True)))
+        inner = " ".join(
+            _alias(draw, f) for f in draw(st.lists(st.sampled_from(NESTED[field]), min_size=1, unique=True))
+        )
         parts.append(f"{_alias(draw, field)} {{ {inner} }}")
     style = draw(st.sampled_from(["plain", "inline", "named"]))
     body = " ".join(parts)
@@ -89,7 +118,9 @@ def queries(draw: st.DrawFn, ids: list[str]) -> tuple[str, dict[str, Any]]:
 
 
 def _get(systems: DemoSystems, system: str, path: str, **params: Any) -> Any:
-    response = httpx.get(systems.urls[system] + path, params=params, headers=systems.auth_headers(system), timeout=10)
+    response = httpx.get(
+        systems.urls[system] + path, params=params, headers=systems.auth_headers(system), timeout=10
+    )
     response.raise_for_status()
     return response.json()
 
@@ -118,7 +149,11 @@ def raw_data(systems: DemoSystems, examples: DemoExamples) -> dict[str, Raw]:
             if len(c["body"]) >= 8
         ]
         payments = _get(systems, "sales", "/api/v1/payments", account_nos=account["account_no"])["data"][:3]
-        contracts = _get(systems, "contracts", "/contracts", party_tax_id=account["tax_id"]) if account["tax_id"] else []
+        contracts = (
+            _get(systems, "contracts", "/contracts", party_tax_id=account["tax_id"])
+            if account["tax_id"]
+            else []
+        )
         found[account["account_no"]] = Raw(account, tickets, comments, payments, contracts)
     return found
 
@@ -139,7 +174,13 @@ def hidden_strings(principal: Principal, raw: Raw) -> set[str]:
     view = policy.view(principal, _A(account["owner_id"], account["region"]))
     hidden: set[str] = set()
     if not view.visible:
-        values = [account["contact_name"], account["email"], account["phone"], account["address"], account["tax_id"]]
+        values = [
+            account["contact_name"],
+            account["email"],
+            account["phone"],
+            account["address"],
+            account["tax_id"],
+        ]
         return {v for v in values if v and len(v) >= 8} | set(raw.comments)
     plain = {
         "contactName": account["contact_name"],
@@ -182,10 +223,14 @@ def test_no_masked_or_denied_value_leaves(
     def check(principal: Principal, query: tuple[str, dict[str, Any]]) -> None:
         document, variables = query
         result = loop.run_until_complete(
-            graph.query(document, variables, roles=sorted(principal.roles), sub=principal.sub, region=principal.region)
+            graph.query(
+                document, variables, roles=sorted(principal.roles), sub=principal.sub, region=principal.region
+            )
         )
         text = json.dumps(result, ensure_ascii=False)
-        assert "errors" not in result or all(e["extensions"]["code"] in {"FORBIDDEN", "BAD_USER_INPUT"} for e in result["errors"]), result
+        assert "errors" not in result or all(
+            e["extensions"]["code"] in {"FORBIDDEN", "BAD_USER_INPUT"} for e in result["errors"]
+        ), result
         for raw in raw_data.values():
             for secret in hidden_strings(principal, raw):
                 assert secret not in text, f"{secret!r} leaked to {sorted(principal.roles)} via {document}"
