@@ -35,7 +35,7 @@ from .http import GraphQLOverHTTP
 from .limits import LimitsExtension, RequestLimits
 from .persisted import PersistedQueries
 from .ratelimit import build_limiter
-from .settings import Settings, SettingsError
+from .settings import Settings, SettingsError, load_settings
 from .upstreams import build_upstreams
 
 log = logging.getLogger("customer_graph.gateway")
@@ -185,3 +185,8 @@ def create_app(settings: Settings, upstreams: Upstreams | None = None) -> Starle
     )
     app.state.gateway = gateway
     return app
+
+
+def app_from_environment() -> Starlette:
+    """The app for ``uvicorn --factory`` and for each of ``customer-graph serve --workers N``."""
+    return create_app(load_settings())

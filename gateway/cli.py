@@ -8,22 +8,38 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .settings import Settings, SettingsError, load_settings
-
-
-def _serve(settings: Settings, workers: int = 1) -> int:
-    import uvicorn
-
-    from .app import create_app
-
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
-    return 0
+from .settings import SettingsError, load_settings
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
-    return _serve(settings)
+    import uvicorn
+
+    from .app import create_app
+    from .auth import Authenticator
+
+    if args.config:
+        os.environ["CG_CONFIG"] = args.config  # the workers read the same file
+    settings = load_settings()
+    Authenticator(settings)  # refuse to start without a way to check tokens
+    if args.workers > 1:
+        uvicorn.run(
+            "gateway.app:app_from_environment",
+            factory=True,
+            workers=args.workers,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+        )
+    else:
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+        )
+    return 0
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -74,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway against the configured systems")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes (each has its own cache; set CG_REDIS_URL to share invalidations)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser("demo", help="start the demo systems and the gateway, print URL and tokens")
