@@ -3,10 +3,13 @@ domain objects of ``connectors.models``, failing only with the errors of ``conne
 
 from .contracts import ContractsConnector
 from .errors import UpstreamConflict, UpstreamError, UpstreamInvalid, UpstreamNotFound, UpstreamUnavailable
+from .resilience import BreakerState, CircuitBreaker, deadline_scope, set_deadline, time_left
 from .sales import SalesConnector
 from .support import SupportConnector
 
 __all__ = [
+    "BreakerState",
+    "CircuitBreaker",
     "ContractsConnector",
     "SalesConnector",
     "SupportConnector",
@@ -15,4 +18,7 @@ __all__ = [
     "UpstreamInvalid",
     "UpstreamNotFound",
     "UpstreamUnavailable",
+    "deadline_scope",
+    "set_deadline",
+    "time_left",
 ]

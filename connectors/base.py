@@ -1,43 +1,111 @@
 """What every connector shares: one pooled client, one way out, one error mapping.
 
-Every upstream call goes through ``Connector._request``: it applies the per-call timeout, runs
-the (deliberately small) retry loop and turns each failure into an ``UpstreamError``. Retry
-policies, back-off and circuit breakers plug in there. The subclasses only say which answers are
-worth retrying (``_retry_delay``), how to find field errors in a refusal (``_invalid_fields``), and
-may wrap the send itself (``_send``: the contracts connector's in-flight limit).
+Every upstream call goes through ``Connector._request``, which puts it through, in order:
+
+1. the system's **circuit breaker** (open → ``UpstreamUnavailable(system, "circuit_open")`` at once);
+2. the request's **deadline** (``connectors.resilience.deadline_scope``; none left → ``timeout`` at
+   once, without calling);
+3. the optional **rate limit** and the **in-flight bound** (waiting for either counts against the
+   deadline, never past it);
+4. the send, bounded by ``min(per-call timeout, time left)``;
+5. the **retry** decision: reads (and writes carrying their idempotency key) are tried again, up to
+   ``max_attempts`` in all, on connection errors, timeouts, 500/502/503/504, and 429 with a usable
+   ``Retry-After``; waits are full-jitter exponential back-off, or ``Retry-After`` when the answer
+   gives one and it fits both the deadline and ``max_retry_wait``.
+
+Every attempt (and every local refusal) is reported to ``observer`` with a fixed resource name and
+a status or kind, never a URL. Subclasses say which answers are worth retrying (``_retryable``) and
+how to find field errors in a refusal (``_invalid_fields``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypedDict, TypeVar
 
 import httpx
 import orjson
 
 from .errors import UpstreamConflict, UpstreamError, UpstreamInvalid, UpstreamNotFound, UpstreamUnavailable
 from .models import System
+from .resilience import (
+    _DEADLINE,
+    PROBE,
+    REJECT,
+    AttemptObserver,
+    BreakerListener,
+    CircuitBreaker,
+    RateLimiter,
+    backoff_delay,
+    deadline_scope,
+    parse_retry_after,
+)
 
-__all__ = ["Connector", "in_chunks", "unique"]
+__all__ = ["Connector", "ConnectorOptions", "in_chunks", "unique"]
 
 T = TypeVar("T")
 
 Params = Mapping[str, str | int]
 Headers = Mapping[str, str]
 
+log = logging.getLogger("customer_graph.upstream")
+
 DEFAULT_TIMEOUT = 10.0
-DEFAULT_MAX_CONNECTIONS = 20
+DEFAULT_MAX_IN_FLIGHT = 16
+DEFAULT_MAX_CONNECTIONS = DEFAULT_MAX_IN_FLIGHT
+DEFAULT_ATTEMPTS = 3
+DEFAULT_MAX_RETRY_WAIT = 2.0
+DEFAULT_BACKOFF_BASE = 0.05
+DEFAULT_BACKOFF_CAP = 1.0
+DEFAULT_BREAKER_FAILURES = 5
+DEFAULT_BREAKER_COOLDOWN = 10.0
+
+# An attempt is not started after a retry wait unless at least this much time is left for it.
+MIN_ATTEMPT_TIME = 0.05
+# A timeout counts against the system only when the attempt had at least this long (or its full
+# per-call timeout): one cut short by a nearly spent request deadline says nothing about it.
+BLAME_FLOOR = 1.0
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 # What a mapping function raises on JSON that does not have the contract's shape.
 _SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError, ArithmeticError)
+
+_STATUS_TEXT = {code: str(code) for code in range(100, 600)}
+
+_clock = time.monotonic
+
+
+class ConnectorOptions(TypedDict, total=False):
+    """The keyword arguments every connector takes (see ``Connector.__init__``)."""
+
+    timeout: float
+    max_connections: int | None
+    max_in_flight: int
+    max_rate: float | None
+    max_attempts: int
+    max_retry_wait: float
+    backoff_base: float
+    backoff_cap: float
+    breaker_failures: int
+    breaker_cooldown: float
+    observer: AttemptObserver | None
+    on_breaker_change: BreakerListener | None
+    transport: httpx.AsyncBaseTransport | None
 
 
 class Connector:
     """One departmental system behind one pooled ``httpx.AsyncClient``."""
 
     system: ClassVar[System]
+    # The header whose presence makes a write safe to repeat (the system answers a repeat with the
+    # first answer); ``None``: no write is ever repeated.
+    idempotency_header: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -46,18 +114,60 @@ class Connector:
         auth: httpx.Auth | None = None,
         headers: Headers | None = None,
         timeout: float = DEFAULT_TIMEOUT,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        max_attempts: int = 1,
+        max_connections: int | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_rate: float | None = None,
+        max_attempts: int = DEFAULT_ATTEMPTS,
+        max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
+        backoff_base: float = DEFAULT_BACKOFF_BASE,
+        backoff_cap: float = DEFAULT_BACKOFF_CAP,
+        breaker_failures: int = DEFAULT_BREAKER_FAILURES,
+        breaker_cooldown: float = DEFAULT_BREAKER_COOLDOWN,
+        observer: AttemptObserver | None = None,
+        on_breaker_change: BreakerListener | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """
+        ``timeout``: seconds per attempt (also bounded by the request deadline).
+        ``max_in_flight``: calls out to the system at once, however many requests share the
+        connector; ``max_connections``: the pool size (default ``max_in_flight``).
+        ``max_rate``: calls a second at most (``None``: no rate bound).
+        ``max_attempts``: tries per call in all (reads, and writes with their idempotency key).
+        ``max_retry_wait``: seconds one call may spend sleeping between attempts, in all.
+        ``backoff_base`` / ``backoff_cap``: the full-jitter back-off's first ceiling and its cap.
+        ``breaker_failures`` / ``breaker_cooldown``: consecutive failed calls that open the
+        breaker, and seconds it stays open before one probe.
+        ``observer``: told about every attempt (``AttemptObserver``); ``on_breaker_change``: told
+        each breaker state change.
+        """
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if max_retry_wait < 0 or backoff_base < 0 or backoff_cap < 0:
+            raise ValueError("retry waits must not be negative")
         self._timeout = timeout
         self._max_attempts = max_attempts
+        self._max_retry_wait = max_retry_wait
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._rate = None if max_rate is None else RateLimiter(max_rate)
+        self.observer = observer
+        self.breaker = CircuitBreaker(
+            self.system, failures=breaker_failures, cooldown=breaker_cooldown, on_change=on_breaker_change
+        )
+        pool = max_in_flight if max_connections is None else max_connections
         self._client = httpx.AsyncClient(
             base_url=base_url,
             auth=auth,
             headers=headers,
             timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             transport=transport,
         )
 
@@ -75,12 +185,23 @@ class Connector:
     ) -> None:
         await self.aclose()
 
-    async def health(self) -> bool:
-        """``GET /health`` answered ``{"status": "ok"}``; never raises."""
-        try:
-            return await self._call("GET", "/health", _is_ok)
-        except UpstreamError:
-            return False
+    async def health(self, timeout: float | None = None) -> bool:
+        """``GET /health`` answered ``{"status": "ok"}`` within ``timeout`` (default: the per-call
+        timeout); one attempt, never raises. An open breaker reads as unhealthy without a call."""
+        with deadline_scope(self._timeout if timeout is None else timeout):
+            try:
+                return await self._call("GET", "/health", _is_ok, resource="health", retry=False)
+            except UpstreamError:
+                return False
+
+    def status(self) -> dict[str, object]:
+        """What an operator wants to see: the breaker and the in-flight bound (no secrets)."""
+        return {
+            "system": self.system.value,
+            "breaker": self.breaker.snapshot(),
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+        }
 
     # --- the one way out -------------------------------------------------------------------
 
@@ -90,19 +211,32 @@ class Connector:
         path: str,
         parse: Callable[[Any], T],
         *,
+        resource: str,
         params: Params | None = None,
         json: Any = None,
         headers: Headers | None = None,
         timeout: float | None = None,
+        retry: bool | None = None,
     ) -> T:
         """``_request``, then the JSON body through ``parse``; a body of the wrong shape is
         ``bad_response``."""
         response = await self._request(
-            method, path, params=params, json=json, headers=headers, timeout=timeout
+            method,
+            path,
+            resource=resource,
+            params=params,
+            json=json,
+            headers=headers,
+            timeout=timeout,
+            retry=retry,
         )
         try:
             return parse(orjson.loads(response.content))
         except _SHAPE_ERRORS:
+            log.warning(
+                "upstream answer of the wrong shape",
+                extra={"system": self.system.value, "resource": resource, "kind": "bad_response"},
+            )
             raise UpstreamUnavailable(self.system, "bad_response") from None
 
     async def _request(
@@ -110,26 +244,179 @@ class Connector:
         method: str,
         path: str,
         *,
+        resource: str,
         params: Params | None = None,
         json: Any = None,
         headers: Headers | None = None,
         timeout: float | None = None,
+        retry: bool | None = None,
     ) -> httpx.Response:
-        """Send until a 2xx answer or a failure not worth retrying; raise that as an UpstreamError."""
-        timeout = self._timeout if timeout is None else timeout
-        attempt, waited = 1, 0.0
-        while True:
-            response = await self._send(
-                method, path, params=params, json=json, headers=headers, timeout=timeout
+        """Send until a 2xx answer or a failure not worth retrying; raise that as an UpstreamError.
+
+        ``resource``: the endpoint's fixed short name for the observer. ``retry``: whether the call
+        may be repeated; ``None`` decides by the method (GET/HEAD/OPTIONS) or, for a write, by the
+        presence of the system's idempotency header.
+        """
+        breaker = self.breaker
+        admitted = breaker.admit()
+        if admitted == REJECT:
+            self._observe(resource, "circuit_open", 0.0, 0)
+            raise UpstreamUnavailable(self.system, "circuit_open")
+        probe = admitted == PROBE
+        if retry is None:
+            retry = method in SAFE_METHODS or self._has_idempotency_key(headers)
+        verdict: bool | None = None  # True: the system answered; False: the system failed
+        try:
+            response, verdict = await self._attempts(
+                method,
+                path,
+                resource,
+                params,
+                json,
+                headers,
+                self._timeout if timeout is None else timeout,
+                self._max_attempts if retry else 1,
+                probe,
             )
-            if response.is_success:
-                return response
-            delay = self._retry_delay(response, attempt, waited) if attempt < self._max_attempts else None
-            if delay is None:
-                raise self._error(response)
-            await asyncio.sleep(delay)
+            return response
+        except _Failed as failed:
+            verdict = failed.verdict
+            raise failed.error from None
+        finally:
+            if verdict is True:
+                breaker.success(probe)
+            elif verdict is False:
+                breaker.failure(probe)
+            else:
+                breaker.abandon(probe)
+
+    async def _attempts(
+        self,
+        method: str,
+        path: str,
+        resource: str,
+        params: Params | None,
+        json: Any,
+        headers: Headers | None,
+        per_call: float,
+        attempts: int,
+        probe: bool,
+    ) -> tuple[httpx.Response, bool]:
+        """The retry loop: the 2xx answer and ``True``, or ``_Failed`` with the error to raise and
+        the breaker's verdict on it."""
+        slots = self._slots
+        attempt = 0
+        waited = 0.0
+        # The last attempt's error and verdict: what a call that cannot go again ends with.
+        error: UpstreamError | None = None
+        verdict: bool | None = None
+        while True:
             attempt += 1
-            waited += delay
+            deadline = _DEADLINE.get()
+            started = _clock()
+            if deadline is not None and deadline - started <= 0:
+                self._observe(resource, "deadline", 0.0, attempt)
+                raise self._out_of_time(error, verdict)
+
+            # Wait for a rate token and an in-flight slot, never past the deadline.
+            if self._rate is not None and not await self._throttle(resource, attempt, deadline, started):
+                raise self._out_of_time(error, verdict)
+            if slots.locked():
+                try:
+                    if deadline is None:
+                        await slots.acquire()
+                    else:
+                        async with asyncio.timeout(deadline - _clock()):
+                            await slots.acquire()
+                except TimeoutError:
+                    self._observe(resource, "queue_timeout", _clock() - started, attempt)
+                    raise self._out_of_time(error, verdict) from None
+            else:
+                await slots.acquire()
+
+            # One attempt, bounded by the per-call timeout and the time left.
+            response: httpx.Response | None = None
+            lost: UpstreamUnavailable | None = None  # the exchange itself failed
+            self.in_flight += 1
+            try:
+                sent = _clock()
+                budget = per_call if deadline is None else min(per_call, deadline - sent)
+                if budget <= 0:
+                    self._observe(resource, "deadline", 0.0, attempt)
+                    raise self._out_of_time(error, verdict)
+                try:
+                    response = await self._send(
+                        method, path, params=params, json=json, headers=headers, timeout=budget
+                    )
+                except UpstreamUnavailable as exc:
+                    lost = exc
+                    self._observe(resource, exc.kind, _clock() - sent, attempt)
+            finally:
+                self.in_flight -= 1
+                slots.release()
+
+            # The verdict, and whether (and when) to go again.
+            delay: float | None = None
+            if response is not None:
+                status = response.status_code
+                self._observe(resource, _STATUS_TEXT.get(status) or str(status), _clock() - sent, attempt)
+                if 200 <= status < 300:
+                    return response, True
+                error = self._error(response)
+                verdict = status < 500 and status != 429
+                if attempt >= attempts or not self._retryable(response):
+                    raise _Failed(error, verdict)
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                if retry_after is not None:
+                    if retry_after > self._max_retry_wait - waited or (
+                        deadline is not None and retry_after + MIN_ATTEMPT_TIME > deadline - _clock()
+                    ):
+                        raise _Failed(error, verdict)  # it does not fit: give up now, not later
+                    delay = retry_after
+                elif status == 429:  # a rate limit with no usable wait: hammering it helps nobody
+                    raise _Failed(error, verdict)
+            else:
+                assert lost is not None
+                error = lost
+                kind = lost.kind
+                if kind == "timeout":
+                    # A timeout cut short by the request deadline says little about the system.
+                    verdict = None if budget < min(per_call, BLAME_FLOOR) else False
+                else:
+                    verdict = False if kind == "unreachable" else None
+                if attempt >= attempts or kind not in ("timeout", "unreachable"):
+                    raise _Failed(error, verdict)
+
+            if not probe and not self.breaker.closed:
+                raise _Failed(error, verdict)  # it opened meanwhile: stop adding load
+            if delay is None:
+                delay = backoff_delay(attempt, self._backoff_base, self._backoff_cap)
+                delay = min(delay, self._max_retry_wait - waited)
+                if deadline is not None:
+                    spare = deadline - _clock() - MIN_ATTEMPT_TIME
+                    if spare < 0:
+                        raise _Failed(error, verdict)
+                    delay = min(delay, spare)
+            if delay > 0:
+                await asyncio.sleep(delay)
+                waited += delay
+
+    async def _throttle(self, resource: str, attempt: int, deadline: float | None, started: float) -> bool:
+        """Wait for a rate token; ``False`` (and no wait) when none comes before the deadline."""
+        assert self._rate is not None
+        wait = self._rate.reserve(None if deadline is None else deadline - started)
+        if wait is None:
+            self._observe(resource, "throttled", 0.0, attempt)
+            return False
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return True
+
+    def _out_of_time(self, error: UpstreamError | None, verdict: bool | None) -> _Failed:
+        """No time left for (another) attempt: the last attempt's failure, else a timeout."""
+        if error is None:
+            return _Failed(UpstreamUnavailable(self.system, "timeout"), None)
+        return _Failed(error, verdict)
 
     async def _send(
         self,
@@ -154,15 +441,24 @@ class Connector:
         except httpx.RequestError:
             raise UpstreamUnavailable(self.system, "bad_response") from None
 
+    def _observe(self, resource: str, outcome: str, seconds: float, attempt: int) -> None:
+        observer = self.observer
+        if observer is None:
+            return
+        try:
+            observer(self.system, resource, outcome, seconds, attempt)
+        except Exception:  # a broken observer must never break a call
+            log.exception("upstream observer failed", extra={"system": self.system.value})
+
     # --- hooks -----------------------------------------------------------------------------
 
-    def _retry_delay(self, response: httpx.Response, attempt: int, waited: float) -> float | None:
-        """Seconds to wait before trying again after this failed answer, or ``None`` to give up.
+    def _has_idempotency_key(self, headers: Headers | None) -> bool:
+        name = self.idempotency_header
+        return bool(name and headers and headers.get(name))
 
-        ``attempt`` is the number of the attempt that failed (from 1), ``waited`` the seconds this
-        call has slept so far. By default nothing is retried.
-        """
-        return None
+    def _retryable(self, response: httpx.Response) -> bool:
+        """Whether this failed answer is worth another attempt (when the call may be repeated)."""
+        return response.status_code in RETRYABLE_STATUSES
 
     def _invalid_fields(self, response: httpx.Response) -> dict[str, str]:
         """Field → reason, from a 400/422 body that names them."""
@@ -189,6 +485,14 @@ class Connector:
         if status >= 500:
             return UpstreamUnavailable(self.system, "error")
         return UpstreamUnavailable(self.system, "bad_response")
+
+
+class _Failed(Exception):
+    """Inside ``_request`` only: the error to raise, and the breaker's verdict on it."""
+
+    def __init__(self, error: UpstreamError, verdict: bool | None) -> None:
+        self.error = error
+        self.verdict = verdict
 
 
 def _is_ok(body: Any) -> bool:

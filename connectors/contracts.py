@@ -1,55 +1,36 @@
 """Legal's contract register: contracts by party tax id, bare JSON arrays, dates, decimal strings.
 
 It takes exactly one tax id per call and serves at most 4 calls in flight per client (a fifth is
-answered ``503 busy``). The connector owns a semaphore around every send, so however many callers
-share it, no more than ``max_in_flight`` calls are ever out; a ``busy`` that still comes back
-(another client on the same credentials) is retried after a short back-off.
+answered ``503 busy``). The connector's in-flight bound (``max_in_flight``, default 4) holds
+however many callers share it; a ``busy`` that still comes back (another client on the same
+credentials) is retried after a jittered back-off. Any other 503 (maintenance) is not retried.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from datetime import date
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import quote
 
 import httpx
 
-from .base import DEFAULT_TIMEOUT, Connector, Headers, Params, in_chunks
+from .base import Connector, ConnectorOptions, in_chunks
 from .models import Contract, ContractDocument, System
 from .normalize import money_from_decimal, opt, parse_date
 
 __all__ = ["ContractsConnector"]
 
 MAX_IN_FLIGHT = 4
-BUSY_BACKOFF = 0.05  # seconds, times the attempt number
 
 
 class ContractsConnector(Connector):
     system = System.CONTRACTS
 
-    def __init__(
-        self,
-        base_url: str,
-        user: str,
-        password: str,
-        *,
-        max_in_flight: int = MAX_IN_FLIGHT,
-        timeout: float = DEFAULT_TIMEOUT,
-        max_connections: int | None = None,
-        max_attempts: int = 3,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        super().__init__(
-            base_url,
-            auth=httpx.BasicAuth(user, password),
-            timeout=timeout,
-            max_connections=max_in_flight if max_connections is None else max_connections,
-            max_attempts=max_attempts,
-            transport=transport,
-        )
-        self._in_flight = asyncio.Semaphore(max_in_flight)
+    def __init__(self, base_url: str, user: str, password: str, **options: Unpack[ConnectorOptions]) -> None:
+        """``options``: see ``Connector.__init__``; ``max_in_flight`` defaults to the register's 4."""
+        options.setdefault("max_in_flight", MAX_IN_FLIGHT)
+        super().__init__(base_url, auth=httpx.BasicAuth(user, password), **options)
 
     async def contracts(self, tax_id: str, *, status: str | None = None) -> list[Contract]:
         """One party's contracts, latest start first; ``[]`` when it has none.
@@ -59,7 +40,7 @@ class ContractsConnector(Connector):
         """
         _check_tax_id(tax_id)
         params = {"party_tax_id": tax_id} if status is None else {"party_tax_id": tax_id, "status": status}
-        return await self._call("GET", "/contracts", _contract_list, params=params)
+        return await self._call("GET", "/contracts", _contract_list, resource="contracts", params=params)
 
     async def contracts_many(
         self, tax_ids: Iterable[str], *, status: str | None = None
@@ -78,33 +59,23 @@ class ContractsConnector(Connector):
     async def updated_since(self, day: date) -> list[Contract]:
         """Every contract changed on or after ``day``, by contract id (the register has no events)."""
         return await self._call(
-            "GET", "/contracts", _contract_list, params={"updated_since": day.isoformat()}
+            "GET",
+            "/contracts",
+            _contract_list,
+            resource="contracts.updated_since",
+            params={"updated_since": day.isoformat()},
         )
 
     async def contract(self, contract_id: str) -> Contract:
         """One contract with its ``documents``; ``UpstreamNotFound`` when unknown."""
-        return await self._call("GET", f"/contracts/{quote(contract_id, safe='')}", _contract)
+        return await self._call(
+            "GET", f"/contracts/{quote(contract_id, safe='')}", _contract, resource="contract"
+        )
 
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Params | None,
-        json: Any,
-        headers: Headers | None,
-        timeout: float,
-    ) -> httpx.Response:
-        # The timeout starts once a slot is ours: waiting in line is not the register being slow.
-        async with self._in_flight:
-            return await super()._send(
-                method, path, params=params, json=json, headers=headers, timeout=timeout
-            )
-
-    def _retry_delay(self, response: httpx.Response, attempt: int, waited: float) -> float | None:
-        if response.status_code == 503 and response.text.strip() == "busy":
-            return BUSY_BACKOFF * attempt
-        return None
+    def _retryable(self, response: httpx.Response) -> bool:
+        if response.status_code == 503:  # only "busy" passes soon; maintenance does not
+            return response.text.strip() == "busy"
+        return super()._retryable(response)
 
 
 def _check_tax_id(tax_id: str) -> None:

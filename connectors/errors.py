@@ -15,11 +15,14 @@ class UpstreamError(Exception):
 
 
 class UpstreamUnavailable(UpstreamError):
-    """The system failed, timed out, shed load (503/429 past the budget) or answered garbage.
+    """The system failed, timed out, shed load (503/429 past the budget) or answered garbage, or
+    the gateway did not call it (its circuit breaker is open, or the request's deadline is spent).
 
     ``kind`` is a short machine word for metrics and ``extensions.sources``:
-    ``timeout``, ``unreachable``, ``overloaded``, ``rate_limited``, ``error``, ``bad_response``,
-    ``unauthorized`` (our credentials were refused: an operator problem, not the caller's).
+    ``timeout`` (also: no time left in the request's deadline), ``unreachable``, ``overloaded``,
+    ``rate_limited``, ``error``, ``bad_response``, ``circuit_open`` (failing fast: the system failed
+    repeatedly and is given a rest), ``unauthorized`` (our credentials were refused: an operator
+    problem, not the caller's).
     """
 
     def __init__(self, system: System, kind: str) -> None:

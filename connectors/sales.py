@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 from urllib.parse import quote
 
 import httpx
 import orjson
 
-from .base import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, Connector, in_chunks, unique
+from .base import Connector, ConnectorOptions, in_chunks, unique
 from .models import (
     Account,
     AccountPage,
@@ -42,23 +42,11 @@ MAX_IDS = 100  # per call, for ids= and account_nos=
 
 class SalesConnector(Connector):
     system = System.SALES
+    idempotency_header = "Idempotency-Key"
 
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        super().__init__(
-            base_url,
-            headers={"X-Api-Key": api_key},
-            timeout=timeout,
-            max_connections=max_connections,
-            transport=transport,
-        )
+    def __init__(self, base_url: str, api_key: str, **options: Unpack[ConnectorOptions]) -> None:
+        """``options``: see ``Connector.__init__`` (timeouts, retries, breaker, in-flight bound)."""
+        super().__init__(base_url, headers={"X-Api-Key": api_key}, **options)
 
     # --- accounts --------------------------------------------------------------------------
 
@@ -66,7 +54,9 @@ class SalesConnector(Connector):
         """The accounts by number; unknown numbers are absent."""
 
         async def fetch(batch: list[str]) -> list[Account]:
-            return await self._call("GET", f"{API}/accounts", _accounts, params={"ids": ",".join(batch)})
+            return await self._call(
+                "GET", f"{API}/accounts", _accounts, resource="accounts", params={"ids": ",".join(batch)}
+            )
 
         found = await in_chunks(unique(account_nos), MAX_IDS, fetch)
         return {account.account_no: account for account in found}
@@ -98,11 +88,13 @@ class SalesConnector(Connector):
             params["q"] = q
         if updated_since is not None:
             params["updated_since"] = format_time(updated_since)
-        return await self._call("GET", f"{API}/accounts", _account_page, params=params)
+        return await self._call(
+            "GET", f"{API}/accounts", _account_page, resource="accounts.list", params=params
+        )
 
     async def account(self, account_no: str) -> Account:
         """One account; ``UpstreamNotFound`` when unknown."""
-        return await self._call("GET", _account_path(account_no), _account)
+        return await self._call("GET", _account_path(account_no), _account, resource="account")
 
     async def update_account(
         self,
@@ -115,16 +107,32 @@ class SalesConnector(Connector):
         """Change any of contact_name, title, email, phone, address, region, status.
 
         With ``version`` the change only applies to that version (else ``UpstreamConflict``).
-        A refused value is ``UpstreamInvalid`` with ``fields``.
+        A refused value is ``UpstreamInvalid`` with ``fields``. Retried (like a read) only because
+        it carries ``idempotency_key``.
         """
         headers = {"Idempotency-Key": idempotency_key, **_if_match(version)}
-        return await self._call("PATCH", _account_path(account_no), _account, json=changes, headers=headers)
+        return await self._call(
+            "PATCH",
+            _account_path(account_no),
+            _account,
+            resource="account.update",
+            json=changes,
+            headers=headers,
+        )
 
     async def set_owner(self, account_no: str, owner_id: str | None, *, version: int | None) -> Account:
-        """Give the account to a rep, or back to the public pool with ``None``."""
+        """Give the account to a rep, or back to the public pool with ``None``. Never retried: the
+        system takes no idempotency key here, and a repeat after a lost answer would meet a new
+        version."""
         path = f"{_account_path(account_no)}/owner"
         return await self._call(
-            "PUT", path, _account, json={"owner_id": owner_id}, headers=_if_match(version)
+            "PUT",
+            path,
+            _account,
+            resource="account.owner",
+            json={"owner_id": owner_id},
+            headers=_if_match(version),
+            retry=False,
         )
 
     # --- per-account histories -------------------------------------------------------------
@@ -170,7 +178,9 @@ class SalesConnector(Connector):
             "by_user": by_user,
         }
         headers = {"Idempotency-Key": idempotency_key}
-        return await self._call("POST", f"{API}/activities", _activity, json=body, headers=headers)
+        return await self._call(
+            "POST", f"{API}/activities", _activity, resource="activities.create", json=body, headers=headers
+        )
 
     # --- staff -----------------------------------------------------------------------------
 
@@ -178,7 +188,9 @@ class SalesConnector(Connector):
         """Sales staff by id; unknown ids are absent."""
 
         async def fetch(batch: list[str]) -> list[SalesUser]:
-            return await self._call("GET", f"{API}/users", _users, params={"ids": ",".join(batch)})
+            return await self._call(
+                "GET", f"{API}/users", _users, resource="users", params={"ids": ",".join(batch)}
+            )
 
         found = await in_chunks(unique(user_ids), MAX_IDS, fetch)
         return {user.user_id: user for user in found}
@@ -200,7 +212,7 @@ class SalesConnector(Connector):
 
         async def fetch(batch: list[str]) -> list[tuple[str, T]]:
             params = {"account_nos": ",".join(batch), **extra}
-            return await self._call("GET", f"{API}/{resource}", parse, params=params)
+            return await self._call("GET", f"{API}/{resource}", parse, resource=resource, params=params)
 
         grouped: dict[str, list[T]] = {key: [] for key in keys}
         for account_no, item in await in_chunks(keys, MAX_IDS, fetch):

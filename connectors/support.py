@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import quote
 
-import httpx
-
-from .base import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, Connector, in_chunks, unique
+from .base import Connector, ConnectorOptions, in_chunks, unique
 from .errors import UpstreamUnavailable
 from .models import Requester, Satisfaction, System, Ticket, TicketComment, TicketDetail, TicketRating
 from .normalize import epoch_seconds, normalize_email, normalize_phone, opt, parse_epoch, round2
@@ -28,30 +26,15 @@ PAGE_LIMIT = 500  # tickets per search page
 
 class SupportConnector(Connector):
     system = System.SUPPORT
+    idempotency_header = "X-Request-Id"
 
-    def __init__(
-        self,
-        base_url: str,
-        token: str,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        max_attempts: int = 3,
-        max_retry_wait: float = 2.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        """A ``429`` is retried after its ``Retry-After`` while the call has attempts left
-        (``max_attempts`` in all) and its waits add up to at most ``max_retry_wait`` seconds;
-        otherwise it is ``UpstreamUnavailable(SUPPORT, "rate_limited")``."""
-        super().__init__(
-            base_url,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout,
-            max_connections=max_connections,
-            max_attempts=max_attempts,
-            transport=transport,
-        )
-        self._max_retry_wait = max_retry_wait
+    def __init__(self, base_url: str, token: str, **options: Unpack[ConnectorOptions]) -> None:
+        """``options``: see ``Connector.__init__``. A ``429`` is retried after its ``Retry-After``
+        while the call has attempts left (``max_attempts`` in all), its waits add up to at most
+        ``max_retry_wait`` seconds and the wait fits the request deadline; otherwise it is
+        ``UpstreamUnavailable(SUPPORT, "rate_limited")``. ``max_rate`` keeps the gateway under the
+        system's own rate limit."""
+        super().__init__(base_url, headers={"Authorization": f"Bearer {token}"}, **options)
 
     async def tickets(
         self,
@@ -78,7 +61,12 @@ class SupportConnector(Connector):
             seen: set[str] = set()
             while True:
                 page, cursor = await self._call(
-                    "POST", f"{API}/tickets/search", _ticket_page, json={**body, "cursor": cursor}
+                    "POST",
+                    f"{API}/tickets/search",
+                    _ticket_page,
+                    resource="tickets.search",
+                    json={**body, "cursor": cursor},
+                    retry=True,  # a search: a read, safe to repeat
                 )
                 found.extend(page)
                 if cursor is None:
@@ -95,14 +83,20 @@ class SupportConnector(Connector):
     async def ticket(self, id: str | int) -> TicketDetail:
         """One ticket with its conversation (private notes included: ``public=False``);
         ``UpstreamNotFound`` when unknown."""
-        return await self._call("GET", f"{API}/tickets/{quote(str(id), safe='')}", _ticket_detail)
+        return await self._call(
+            "GET", f"{API}/tickets/{quote(str(id), safe='')}", _ticket_detail, resource="ticket"
+        )
 
     async def requesters(self, emails: Iterable[str]) -> dict[str, Requester]:
         """Requesters by lower-cased e-mail; unknown e-mails are absent."""
 
         async def fetch(batch: list[str]) -> list[Requester]:
             return await self._call(
-                "GET", f"{API}/requesters", _requesters, params={"emails": ",".join(batch)}
+                "GET",
+                f"{API}/requesters",
+                _requesters,
+                resource="requesters",
+                params={"emails": ",".join(batch)},
             )
 
         found = await in_chunks(unique(normalize_email(email) for email in emails), MAX_EMAILS, fetch)
@@ -114,7 +108,11 @@ class SupportConnector(Connector):
 
         async def fetch(batch: list[str]) -> list[Satisfaction]:
             return await self._call(
-                "GET", f"{API}/satisfaction", _summaries, params={"emails": ",".join(batch)}
+                "GET",
+                f"{API}/satisfaction",
+                _summaries,
+                resource="satisfaction",
+                params={"emails": ",".join(batch)},
             )
 
         keys = unique(normalize_email(email) for email in emails)
@@ -133,7 +131,8 @@ class SupportConnector(Connector):
         *,
         request_id: str,
     ) -> Ticket:
-        """Open a ticket; repeating ``request_id`` (within 24 h) creates no second one."""
+        """Open a ticket; repeating ``request_id`` (within 24 h) creates no second one, which is why
+        it may be retried."""
         payload = {
             "requester_email": normalize_email(requester_email),
             "subject": subject,
@@ -143,19 +142,13 @@ class SupportConnector(Connector):
             "body": body,
         }
         return await self._call(
-            "POST", f"{API}/tickets", _ticket_envelope, json=payload, headers={"X-Request-Id": request_id}
+            "POST",
+            f"{API}/tickets",
+            _ticket_envelope,
+            resource="tickets.create",
+            json=payload,
+            headers={"X-Request-Id": request_id},
         )
-
-    def _retry_delay(self, response: httpx.Response, attempt: int, waited: float) -> float | None:
-        if response.status_code != 429:
-            return None
-        try:
-            delay = float(response.headers["Retry-After"])
-        except (KeyError, ValueError):
-            return None
-        if not 0 <= delay <= self._max_retry_wait - waited:  # also refuses NaN
-            return None
-        return delay
 
 
 # --- wire → domain ---------------------------------------------------------------------------

@@ -1,0 +1,455 @@
+"""What an operator sees: Prometheus metrics, JSON log lines, and a request id on every request.
+
+- ``Metrics``: the gateway's metrics in their own ``CollectorRegistry`` (one per app, so tests can
+  build several), served by ``metrics_endpoint`` at ``/metrics``. ``Metrics.watch(connector)``
+  plugs a connector's attempt observer and breaker listener in; ``Metrics.graphql_extension()``
+  is a strawberry extension that counts and times operations.
+- ``configure_logging``: one JSON object per line on stderr (``JsonFormatter``), with the request
+  id of the request being served.
+- ``RequestIdMiddleware``: a pure-ASGI middleware that accepts ``X-Request-Id`` (short, plain) or
+  makes one, returns it, opens the request's deadline, and logs one line per HTTP request.
+
+No label and no log line carries personal data: labels are fixed names (systems, resources,
+statuses), operation names that are plain identifiers, or ``anonymous``/``other``; request log
+lines carry the route's path template, never a query string, body, header or token.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import IO, Any, Final
+
+import orjson
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.extensions import SchemaExtension
+from strawberry.types.execution import PreExecutionError
+
+from connectors.base import Connector
+from connectors.models import System
+from connectors.resilience import BreakerState, deadline_scope
+
+__all__ = [
+    "JsonFormatter",
+    "Metrics",
+    "RequestIdMiddleware",
+    "accept_request_id",
+    "configure_logging",
+    "current_request_id",
+    "metrics_endpoint",
+    "request_id_var",
+]
+
+log = logging.getLogger("customer_graph.gateway")
+upstream_log = logging.getLogger("customer_graph.upstream")
+
+# --- request id ------------------------------------------------------------------------------
+
+request_id_var: ContextVar[str | None] = ContextVar("customer_graph_request_id", default=None)
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served in this context, if any."""
+    return request_id_var.get()
+
+
+def accept_request_id(given: str | None) -> str:
+    """The caller's id when it is short and plain (letters, digits, ``-_.:``, ≤ 128), else a new one."""
+    if given and _REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+_OPERATION = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_LABEL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+REQUEST_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+UPSTREAM_BUCKETS: Final = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# Outcomes an ``AttemptObserver`` reports for a call that never reached the system.
+_LOCAL_REFUSALS: Final = frozenset({"circuit_open", "deadline", "queue_timeout", "throttled"})
+
+
+class _Bounded:
+    """Label values from outside: a plain value is kept while fewer than ``limit`` distinct ones
+    were seen; anything else becomes ``fallback`` / ``other``."""
+
+    def __init__(self, pattern: re.Pattern[str], limit: int, fallback: str) -> None:
+        self._pattern = pattern
+        self._limit = limit
+        self._fallback = fallback
+        self._seen: dict[str, str] = {}
+
+    def __call__(self, value: str | None) -> str:
+        if not value:
+            return self._fallback
+        known = self._seen.get(value)
+        if known is not None:
+            return known
+        if not self._pattern.fullmatch(value):
+            return self._fallback
+        if len(self._seen) >= self._limit:
+            return "other"
+        self._seen[value] = value
+        return value
+
+
+class Metrics:
+    """The gateway's Prometheus metrics, in a registry of their own.
+
+    - ``cg_requests_total{operation,outcome}`` and ``cg_request_seconds{operation}``
+    - ``cg_upstream_calls_total{system,resource,status}`` and ``cg_upstream_seconds{system,resource}``
+    - ``cg_upstream_in_flight{system}``, ``cg_breaker_state{system}`` (0 closed, 1 half-open, 2 open)
+    - ``cg_limit_rejections_total{limit}``, ``cg_cache_total{resource,result}``
+    """
+
+    def __init__(self, *, max_operations: int = 200, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "cg_requests", "GraphQL operations by outcome.", ["operation", "outcome"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "cg_request_seconds",
+            "GraphQL operation latency.",
+            ["operation"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.upstream_calls = Counter(
+            "cg_upstream_calls",
+            "Attempts at upstream calls (and calls refused before going out) by answer status or kind.",
+            ["system", "resource", "status"],
+            registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            "cg_upstream_seconds",
+            "Upstream attempt latency.",
+            ["system", "resource"],
+            buckets=UPSTREAM_BUCKETS,
+            registry=r,
+        )
+        self.upstream_in_flight = Gauge(
+            "cg_upstream_in_flight", "Upstream calls out right now.", ["system"], registry=r
+        )
+        self.breaker_state = Gauge(
+            "cg_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open.", ["system"], registry=r
+        )
+        self.limit_rejections = Counter(
+            "cg_limit_rejections", "Work refused by a limit.", ["limit"], registry=r
+        )
+        self.cache = Counter("cg_cache", "Cache lookups by result.", ["resource", "result"], registry=r)
+        self._operation = _Bounded(_OPERATION, max_operations, "anonymous")
+        self._label = _Bounded(_LABEL, 100, "other")
+        # Label children by key: ``labels()`` is the slow part of a metric update.
+        self._calls: dict[tuple[System, str, str], Any] = {}
+        self._seconds: dict[tuple[System, str], Any] = {}
+
+    # --- requests --------------------------------------------------------------------------
+
+    def operation_label(self, name: str | None) -> str:
+        """The operation name when it is a short identifier (and among the first
+        ``max_operations`` seen), else ``anonymous`` / ``other``."""
+        return self._operation(name)
+
+    def observe_request(self, operation: str | None, outcome: str, seconds: float) -> None:
+        """One GraphQL operation ended: ``outcome`` is a short word (``ok``, ``partial``, ``error``,
+        ``invalid``, ``rejected``, …)."""
+        label = self._operation(operation)
+        self.requests.labels(label, self._label(outcome)).inc()
+        self.request_seconds.labels(label).observe(seconds)
+
+    def graphql_extension(self) -> Callable[[], SchemaExtension]:
+        """A strawberry extension factory (pass it in ``extensions=``) that feeds
+        ``observe_request`` once per operation."""
+        metrics = self
+
+        class RequestMetrics(SchemaExtension):
+            async def on_operation(self) -> AsyncIterator[None]:
+                started = time.perf_counter()
+                try:
+                    yield
+                finally:
+                    context = self.execution_context
+                    metrics.observe_request(
+                        _operation_name(context), _outcome(context), time.perf_counter() - started
+                    )
+
+        return RequestMetrics
+
+    # --- upstreams -------------------------------------------------------------------------
+
+    def watch(self, connector: Connector) -> None:
+        """Report this connector's attempts and breaker changes here (replacing any observer)."""
+        connector.observer = self.observe_upstream
+        connector.breaker.on_change = self.breaker_changed
+        system = connector.system.value
+        self.breaker_state.labels(system).set(connector.breaker.state.level)
+        self.upstream_in_flight.labels(system).set_function(lambda: connector.in_flight)
+
+    def observe_upstream(
+        self, system: System, resource: str, outcome: str, seconds: float, attempt: int
+    ) -> None:
+        """The connectors' ``AttemptObserver``: count, time, and log each failed attempt."""
+        key = (system, resource, outcome)
+        child = self._calls.get(key)
+        if child is None:
+            child = self._calls[key] = self.upstream_calls.labels(system.value, resource, outcome)
+        child.inc()
+        if outcome in _LOCAL_REFUSALS:
+            if outcome != "circuit_open":  # an open breaker is logged when it opens, not per call
+                self.limit_rejections.labels(f"{system.value}.{outcome}").inc()
+                upstream_log.info(
+                    "upstream call refused",
+                    extra={"system": system.value, "resource": resource, "kind": outcome, "attempt": attempt},
+                )
+            return
+        timer = self._seconds.get((system, resource))
+        if timer is None:
+            timer = self._seconds[(system, resource)] = self.upstream_seconds.labels(system.value, resource)
+        timer.observe(seconds)
+        if outcome.isdigit() and int(outcome) < 500 and outcome != "429":
+            return  # an answer (2xx, or the caller's 4xx): not a failure of the system
+        upstream_log.warning(
+            "upstream attempt failed",
+            extra={
+                "system": system.value,
+                "resource": resource,
+                "kind": outcome,
+                "attempt": attempt,
+                "duration_ms": round(seconds * 1000, 1),
+            },
+        )
+
+    def breaker_changed(self, system: System, state: BreakerState) -> None:
+        """The connectors' ``BreakerListener``."""
+        self.breaker_state.labels(system.value).set(state.level)
+        level = logging.INFO if state is BreakerState.CLOSED else logging.WARNING
+        upstream_log.log(
+            level, "circuit breaker %s", state.value, extra={"system": system.value, "state": state.value}
+        )
+
+    # --- limits and caches -----------------------------------------------------------------
+
+    def limit_rejected(self, limit: str) -> None:
+        """A request (or part of one) was refused by ``limit`` (a fixed name: ``depth``, ``cost``…)."""
+        self.limit_rejections.labels(self._label(limit)).inc()
+
+    def cache_result(self, resource: str, result: str) -> None:
+        """A cache lookup: ``result`` is ``hit``, ``miss``, ``stale``, …"""
+        self.cache.labels(self._label(resource), self._label(result)).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _operation_name(context: Any) -> str | None:
+    try:
+        name = context.operation_name
+    except Exception:  # no document (a parse error): no name
+        return None
+    return name if isinstance(name, str) else None
+
+
+def _outcome(context: Any) -> str:
+    """``ok``; ``partial`` (data and errors); ``error`` (errors, no data); ``invalid`` (refused
+    before execution: parse or validation errors)."""
+    result = getattr(context, "result", None)
+    if result is None:
+        return "invalid" if getattr(context, "pre_execution_errors", None) else "error"
+    if isinstance(result, PreExecutionError):
+        return "invalid"
+    if getattr(result, "errors", None):
+        return "error" if getattr(result, "data", None) is None else "partial"
+    return "ok"
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """``GET /metrics``: the ``Metrics`` at ``request.app.state.metrics`` in Prometheus text format."""
+    metrics: Metrics = request.app.state.metrics
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+# --- logging ---------------------------------------------------------------------------------
+
+# ``extra=`` keys a log line may carry; anything else passed in ``extra`` is dropped.
+LOG_FIELDS: Final = (
+    "method",
+    "path",
+    "status",
+    "duration_ms",
+    "system",
+    "resource",
+    "kind",
+    "attempt",
+    "operation",
+    "outcome",
+    "state",
+    "limit",
+    "count",
+    "graphql_path",
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time``, ``level``, ``logger``, ``message``, ``request_id`` (when
+    serving a request), the whitelisted ``extra`` fields (scalars only), and for an exception its
+    type and stack frames (not its message, which may quote data)."""
+
+    def __init__(self, fields: Iterable[str] = LOG_FIELDS) -> None:
+        super().__init__()
+        self._fields = tuple(fields)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = request_id_var.get()
+        if request_id is not None:
+            line["request_id"] = request_id
+        fields = record.__dict__
+        for name in self._fields:
+            value = fields.get(name)
+            if value is not None and isinstance(value, str | int | float | bool):
+                line[name] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            exc_type, _, tb = record.exc_info
+            line["error_type"] = exc_type.__name__
+            line["stack"] = "".join(traceback.format_tb(tb))
+        return orjson.dumps(line, default=str).decode()
+
+
+_HANDLER_MARK = "_customer_graph_json"
+
+
+def configure_logging(level: int | str = "INFO", stream: IO[str] | None = None) -> logging.Handler:
+    """Send every log record to ``stream`` (stderr) as JSON lines; safe to call again.
+
+    Quietens what would log URLs (httpx, httpcore log each request's full URL, which holds ids and
+    e-mails) and uvicorn's access log (it logs query strings): ``RequestIdMiddleware`` logs requests.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _HANDLER_MARK, False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    setattr(handler, _HANDLER_MARK, True)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("httpx", "httpcore", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    graphql = logging.getLogger("strawberry.execution")
+    if not any(isinstance(f, _RedactGraphQLErrors) for f in graphql.filters):
+        graphql.addFilter(_RedactGraphQLErrors())
+    return handler
+
+
+class _RedactGraphQLErrors(logging.Filter):
+    """strawberry logs each GraphQL error as its text: the message (a resolver's exception text)
+    and an excerpt of the query (which may hold literal e-mails or names). Keep only the field
+    path; the exception's type and frames still come through ``exc_info``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        path = getattr(record.msg, "path", None)
+        record.msg, record.args = "graphql error", ()
+        if path:
+            record.graphql_path = ".".join(str(part) for part in path)
+        return True
+
+
+# --- middleware ------------------------------------------------------------------------------
+
+_HEADER = b"x-request-id"
+
+
+class RequestIdMiddleware:
+    """Pure ASGI. For each HTTP request (and WebSocket): take the caller's ``X-Request-Id`` when
+    short and plain, else make one; make it the id seen downstream (the request's headers) and in
+    the logs (``request_id_var``); return it in the response headers; for HTTP, open the request's
+    ``deadline`` (seconds; ``None``: none); and log one line at the end: method, route path,
+    status, duration_ms."""
+
+    def __init__(
+        self, app: ASGIApp, *, deadline: float | None = None, logger: logging.Logger | None = None
+    ) -> None:
+        self.app = app
+        self.deadline = deadline
+        self.log = logger or log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        given = None
+        headers: list[tuple[bytes, bytes]] = []
+        for name, value in scope.get("headers", ()):
+            if name == _HEADER:
+                given = value.decode("latin-1")
+            else:
+                headers.append((name, value))
+        request_id = accept_request_id(given)
+        encoded = request_id.encode("ascii")
+        headers.append((_HEADER, encoded))
+        inner: Scope = {**scope, "headers": headers}
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            kind_ = message["type"]
+            if kind_ in ("http.response.start", "websocket.accept", "websocket.http.response.start"):
+                status = message.get("status", 101)
+                out = [(k, v) for k, v in message.get("headers", ()) if k.lower() != _HEADER]
+                out.append((_HEADER, encoded))
+                message = {**message, "headers": out}
+            elif kind_ == "websocket.close" and not status:
+                status = 403
+            await send(message)
+
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        try:
+            with deadline_scope(self.deadline if kind == "http" else None):
+                await self.app(inner, receive, send_with_id)
+        except BaseException:
+            status = status or 500
+            raise
+        finally:
+            route = inner.get("route")
+            path = getattr(route, "path", None)
+            self.log.log(
+                logging.ERROR if status >= 500 else logging.INFO,
+                "request",
+                extra={
+                    "method": scope.get("method", "WS") if kind == "http" else "WS",
+                    "path": path if isinstance(path, str) else "unmatched",
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
+            request_id_var.reset(token)
