@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import jwt
 
@@ -16,6 +17,32 @@ class AuthError(Exception):
     """The caller's token is missing or not acceptable. The message is safe to show to the caller."""
 
 
+class _KeySet(jwt.PyJWKClient):
+    """The JWKS, fetched with a short timeout; after a failed fetch, none again for a while.
+
+    Fetching blocks the request that needs it, so an unreachable JWKS must not be asked again by
+    every token that arrives (PyJWT already refetches for an unknown ``kid`` at most every 30 s).
+    """
+
+    retry_after_failure = 10.0  # seconds
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, cache_keys=True, timeout=3.0)
+        self._failed_at: float | None = None
+
+    def fetch_data(self) -> Any:
+        now = time.monotonic()
+        if self._failed_at is not None and now - self._failed_at < self.retry_after_failure:
+            raise jwt.PyJWKClientConnectionError("the JWKS was unreachable moments ago")
+        try:
+            data = super().fetch_data()
+        except jwt.PyJWKClientError:
+            self._failed_at = now
+            raise
+        self._failed_at = None
+        return data
+
+
 _ASYMMETRIC = ["RS256", "ES256"]
 
 
@@ -24,9 +51,7 @@ class Authenticator:
 
     def __init__(self, settings: Settings) -> None:
         self._secret = settings.jwt_secret
-        self._jwks = (
-            jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True) if settings.jwt_jwks_url else None
-        )
+        self._jwks = _KeySet(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
         if not self._secret and self._jwks is None:
             raise SettingsError("set CG_JWT_SECRET (HS256) or CG_JWT_JWKS_URL (RS256/ES256) to accept tokens")
         self._audience = settings.jwt_audience or None
@@ -52,10 +77,12 @@ class Authenticator:
             key, algorithms = self._secret, ["HS256"]
         elif alg in _ASYMMETRIC and self._jwks is not None:
             try:
-                key = self._jwks.get_signing_key_from_jwt(token).key
+                signing_key = self._jwks.get_signing_key_from_jwt(token)
             except jwt.PyJWTError:
                 raise AuthError("the token's signing key is not known") from None
-            algorithms = _ASYMMETRIC
+            if signing_key.algorithm_name != alg:  # an RSA key never verifies an ES256 token, and so on
+                raise AuthError("the token's algorithm does not match its signing key")
+            key, algorithms = signing_key.key, [alg]
         else:
             raise AuthError("the token's algorithm is not accepted")
         try:

@@ -54,6 +54,7 @@ def settings_for(systems: DemoSystems, **extra: str) -> Settings:
         "CG_CONTRACTS_PASSWORD": systems.contracts_password,
         "CG_JWT_SECRET": SECRET,
         "CG_CACHE": "false",  # most tests count upstream calls per request; test_cache.py turns it on
+        "CG_RATE_LIMIT_PER_MINUTE": "0",  # one test caller sends more than a person; see test_request_limits.py
         **extra,
     }
     return load_settings(environ=environ)
