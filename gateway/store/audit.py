@@ -1,0 +1,827 @@
+"""The audit trail: append-only, hash-chained records in the gateway's database.
+
+What the gateway records (docs/policy.md, Audit): every response that served an allowed or masked value
+of a policy-controlled field (``read``), every denial (``denial``), every write with its values before
+and after (``write``), every use of an access grant with the grant's id (``grant_use``), access requests
+and their decisions (``access_request``, ``access_decision``).
+
+**The chain.** Record *n* carries ``prev_hash`` (record *n-1*'s hash; 64 zeros for the first) and
+``hash = sha256(prev_hash + "\\n" + n + "\\n" + canonical JSON of the record)`` — canonical: sorted keys,
+no whitespace, UTF-8, times as ``2025-03-02T08:15:00.000000Z``; ``id`` (= *n*) is the chain position,
+so a removed record is a gap as well as a broken link. The last id and hash are also kept in
+``audit_chain_head``, updated in the same transaction, so cutting records off the end shows too.
+``verify()`` recomputes all of it. (Anyone who can rewrite the whole table and the head can forge a
+consistent chain: keep a copy of ``VerifyResult.head_hash`` elsewhere to make that evident too.)
+
+**Appends are serialised**: on PostgreSQL by ``pg_advisory_xact_lock`` taken in the appending
+transaction (several gateway processes may share one database), the head read after it; on SQLite
+by ``BEGIN IMMEDIATE`` and, within a process, an ``asyncio.Lock``.
+
+**Durability before the response.** ``record()`` returns once the records are committed, and raises
+``AuditUnavailable`` otherwise (the gateway answers ``INTERNAL`` and serves nothing). Concurrent
+``record()`` calls are group-committed: while one transaction commits, the records that arrive meanwhile
+queue up and go together in the next one; each caller still waits for its own records' commit. A bad
+entry (not JSON-able, unknown kind) raises ``ValueError``/``TypeError`` in its own caller, before it
+is queued, so it never fails anyone else's batch.
+
+Nothing here logs record contents: log lines name counts and error classes only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import dataclasses
+import enum
+import hashlib
+import json
+import logging
+import math
+import uuid
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from datetime import time as dt_time
+from decimal import Decimal
+from typing import Any, Literal, TextIO
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .db import (
+    AUDIT_CHAIN_LOCK_KEY,
+    Database,
+    InvalidCursor,
+    StoreUnavailable,
+    decode_cursor,
+    encode_cursor,
+)
+from .models import CHAIN_HEAD_ID, GENESIS_HASH, audit_chain_head, audit_customers, audit_log
+
+log = logging.getLogger(__name__)
+
+AuditKind = Literal["read", "denial", "write", "grant_use", "access_request", "access_decision", "pool"]
+AUDIT_KINDS: frozenset[str] = frozenset(
+    ("read", "denial", "write", "grant_use", "access_request", "access_decision", "pool")
+)
+FIELD_DECISIONS: frozenset[str] = frozenset(("allow", "mask", "deny"))
+OPERATION_TYPES: frozenset[str] = frozenset(("query", "mutation", "subscription", "cli", "system"))
+
+MAX_PAGE = 500
+_MAX_TEXT = 512  # request id, user, operation name, field names: longer is cut (never a personal datum)
+_MAX_DEPTH = 32
+_CURSOR_KIND = "audit"
+
+
+class AuditUnavailable(StoreUnavailable):
+    """The audit store could not take (or read) the records. Nothing must be served unaudited."""
+
+
+# --- input: what the gateway records ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One record to append.
+
+    ``fields``: per customer (account number), each policy-controlled field and its decision
+    (``allow`` | ``mask`` | ``deny``), e.g. ``{"A-1001": {"email": "mask", "payments": "deny"}}``.
+    ``customer_ids``: the customers the record is about; the keys of ``fields`` are added (in order).
+    ``grant_id``: for ``grant_use`` (and an approving ``access_decision``), the access grant's id.
+    ``before`` / ``after``: for writes, the values before and after (any JSON-able value; datetimes,
+    dates, decimals, UUIDs, enums and dataclasses are converted). ``detail``: small extra facts that are
+    not personal data (an access request's id, a TTL, an error code). ``at``: default the time of
+    ``record()``.
+    """
+
+    kind: AuditKind
+    request_id: str
+    user_sub: str
+    roles: Collection[str] = ()
+    operation_name: str | None = None
+    operation_type: str = "query"
+    fields: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    customer_ids: Sequence[str] = ()
+    grant_id: str | None = None
+    before: Any = None
+    after: Any = None
+    detail: Mapping[str, Any] | None = None
+    at: datetime | None = None
+
+
+# --- output: what is stored --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    id: int  # position in the chain: 1, 2, 3, …
+    at: datetime
+    request_id: str
+    user_sub: str
+    roles: tuple[str, ...]
+    operation_name: str | None
+    operation_type: str
+    kind: str
+    customer_ids: tuple[str, ...]
+    fields: Mapping[str, Mapping[str, str]]
+    grant_id: str | None
+    before: Any
+    after: Any
+    detail: Mapping[str, Any] | None
+    prev_hash: str
+    hash: str
+
+    @property
+    def cursor(self) -> str:
+        return encode_cursor(_CURSOR_KIND, str(self.id))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as plain JSON values, camelCase keys (the export format)."""
+        return {
+            "id": self.id,
+            "at": format_time(self.at),
+            "requestId": self.request_id,
+            "user": self.user_sub,
+            "roles": list(self.roles),
+            "operationName": self.operation_name,
+            "operationType": self.operation_type,
+            "kind": self.kind,
+            "customers": list(self.customer_ids),
+            "fields": {k: dict(v) for k, v in self.fields.items()},
+            "grantId": self.grant_id,
+            "before": self.before,
+            "after": self.after,
+            "detail": dict(self.detail) if self.detail is not None else None,
+            "prevHash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """All given conditions hold (``kinds``: any of them). ``since`` inclusive, ``until`` exclusive."""
+
+    user_sub: str | None = None
+    customer_id: str | None = None
+    kinds: Collection[str] | None = None
+    operation_name: str | None = None
+    request_id: str | None = None
+    grant_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    records: list[AuditRecord]  # newest first
+    has_next_page: bool
+    end_cursor: str | None  # pass as ``after`` for the next page
+
+    @property
+    def start_cursor(self) -> str | None:
+        return self.records[0].cursor if self.records else None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    ok: bool
+    records_checked: int
+    first_bad_id: int | None
+    reason: str | None
+    head_id: int  # what the chain head says: the last record's id and hash
+    head_hash: str
+
+
+# --- canonical form and hashing --------------------------------------------------------------------
+
+
+def format_time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def chain_hash(prev_hash: str, record_id: int, body: str) -> str:
+    """The hash of record ``record_id`` whose canonical body is ``body``, after ``prev_hash``."""
+    return hashlib.sha256(f"{prev_hash}\n{record_id}\n{body}".encode()).hexdigest()
+
+
+def _body(
+    at: datetime,
+    request_id: str,
+    user_sub: str,
+    roles: Any,
+    operation_name: str | None,
+    operation_type: str,
+    kind: str,
+    customers: Any,
+    fields: Any,
+    grant_id: str | None,
+    before: Any,
+    after: Any,
+    detail: Any,
+) -> str:
+    return canonical_json(
+        {
+            "at": format_time(at),
+            "requestId": request_id,
+            "user": user_sub,
+            "roles": roles,
+            "operationName": operation_name,
+            "operationType": operation_type,
+            "kind": kind,
+            "customers": customers,
+            "fields": fields,
+            "grantId": grant_id,
+            "before": before,
+            "after": after,
+            "detail": detail,
+        }
+    )
+
+
+def _text(value: str, limit: int = _MAX_TEXT) -> str:
+    """A string the databases store and give back unchanged: no NUL, valid UTF-8, bounded."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value[:limit]
+
+
+def jsonable(value: Any, depth: int = 0) -> Any:
+    """``value`` as JSON values that survive a round trip through the database unchanged."""
+    if depth > _MAX_DEPTH:
+        raise ValueError("audit value nested too deeply")
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("audit values cannot hold NaN or infinity")
+        return value
+    if isinstance(value, str):
+        return _text(value, limit=1 << 20)
+    if isinstance(value, enum.Enum):
+        return jsonable(value.value, depth + 1)
+    if isinstance(value, datetime):
+        return format_time(value) if value.tzinfo is not None else value.isoformat()
+    if isinstance(value, date | dt_time):
+        return value.isoformat()
+    if isinstance(value, Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str | int):
+                raise TypeError(f"audit value keys must be strings, not {type(key).__name__}")
+            out[_text(str(key))] = jsonable(item, depth + 1)
+        return out
+    if isinstance(value, list | tuple):
+        return [jsonable(item, depth + 1) for item in value]
+    if isinstance(value, set | frozenset):
+        return sorted((jsonable(item, depth + 1) for item in value), key=canonical_json)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name), depth + 1) for f in dataclasses.fields(value)}
+    raise TypeError(f"cannot audit a value of type {type(value).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    values: dict[str, Any]  # audit_log columns but id, prev_hash, hash
+    body: str
+    customers: tuple[str, ...]
+
+
+def _prepare(entry: AuditEntry, now: datetime) -> _Prepared:
+    if entry.kind not in AUDIT_KINDS:
+        raise ValueError(f"unknown audit kind {entry.kind!r}")
+    if entry.operation_type not in OPERATION_TYPES:
+        raise ValueError(f"unknown operation type {entry.operation_type!r}")
+    if not entry.user_sub:
+        raise ValueError("an audit record needs the user")
+    if isinstance(entry.roles, str):
+        raise TypeError("roles must be a collection of role names, not a string")
+    at = entry.at if entry.at is not None else now
+    if at.tzinfo is None:
+        raise ValueError("audit times must be timezone-aware")
+    at = at.astimezone(UTC)
+    fields: dict[str, dict[str, str]] = {}
+    for account_no, decisions in entry.fields.items():
+        per: dict[str, str] = {}
+        for name, decision in decisions.items():
+            if decision not in FIELD_DECISIONS:
+                raise ValueError(f"unknown field decision {decision!r} (allow, mask or deny)")
+            per[_text(name)] = decision
+        fields[_text(account_no)] = per
+    customers: list[str] = []
+    seen: set[str] = set()
+    for account_no in (*entry.customer_ids, *fields):
+        cleaned = _text(account_no)
+        if cleaned not in seen:
+            seen.add(cleaned)
+            customers.append(cleaned)
+    roles = sorted({_text(r) for r in entry.roles})
+    detail = jsonable(entry.detail) if entry.detail is not None else None
+    values: dict[str, Any] = {
+        "at": at,
+        "request_id": _text(entry.request_id),
+        "user_sub": _text(entry.user_sub),
+        "roles": roles,
+        "operation_name": _text(entry.operation_name) if entry.operation_name is not None else None,
+        "operation_type": entry.operation_type,
+        "kind": entry.kind,
+        "customers": customers,
+        "fields": fields,
+        "grant_id": _text(entry.grant_id) if entry.grant_id is not None else None,
+        "before": jsonable(entry.before),
+        "after": jsonable(entry.after),
+        "detail": detail,
+    }
+    body = _body(
+        at,
+        values["request_id"],
+        values["user_sub"],
+        roles,
+        values["operation_name"],
+        entry.operation_type,
+        entry.kind,
+        customers,
+        fields,
+        values["grant_id"],
+        values["before"],
+        values["after"],
+        detail,
+    )
+    return _Prepared(values=values, body=body, customers=tuple(customers))
+
+
+def _describe(exc: BaseException) -> str:
+    """What went wrong, for messages and logs: error classes and driver messages, never SQL parameters."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    orig = getattr(exc, "orig", None)
+    if orig is not None:
+        return (
+            f"{type(exc).__name__}: {str(orig).splitlines()[0][:200] if str(orig) else type(orig).__name__}"
+        )
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc.strerror or exc.errno}"
+    return type(exc).__name__
+
+
+_STORE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
+
+
+# --- the log -----------------------------------------------------------------------------------------
+
+
+class AuditTransaction:
+    """A write transaction of the caller's own (``connection``) whose audit entries (``add()``) are
+    appended to the chain in the same transaction, at its end: both commit, or neither does."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self.connection = connection
+        self._entries: list[_Prepared] = []
+
+    def add(self, *entries: AuditEntry) -> None:
+        now = datetime.now(UTC)
+        self._entries.extend(_prepare(e, now) for e in entries)
+
+
+@dataclass(slots=True, eq=False)
+class _Waiting:
+    prepared: list[_Prepared]
+    done: asyncio.Future[None]
+
+
+class AuditLog:
+    """The audit trail in ``database``. ``group_commit=False``: one transaction per ``record()`` call.
+    ``timeout``: seconds a commit may take before the records count as not taken."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        group_commit: bool = True,
+        max_batch: int = 1000,
+        timeout: float = 5.0,
+    ) -> None:
+        self.db = database
+        self.group_commit = group_commit
+        self.max_batch = max_batch
+        self.timeout = timeout
+        self._lock = asyncio.Lock()  # SQLite: one appending transaction at a time in this process
+        self._queue: list[_Waiting] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.commits = 0  # transactions committed by record() (for tests and metrics)
+
+    # --- appending ------------------------------------------------------------------------------
+
+    async def record(self, entries: Sequence[AuditEntry]) -> None:
+        """Append a request's entries (in this order, contiguous in the chain) and return once they
+        are committed. Raises ``AuditUnavailable`` when they could not be (nothing of them is stored
+        then, unless the failure hit the commit's acknowledgement itself)."""
+        if not entries:
+            return
+        now = datetime.now(UTC)
+        prepared = [_prepare(e, now) for e in entries]
+        if not self.group_commit:
+            await self._commit([prepared])
+            return
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(prepared, loop.create_future())
+        self._queue.append(waiting)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush(), name="audit-group-commit")
+        await waiting.done
+
+    async def _flush(self) -> None:
+        batch: list[_Waiting] = []
+        try:
+            await asyncio.sleep(0)  # let the callers of this loop iteration join the first batch
+            while self._queue:
+                batch, size = [], 0
+                while self._queue and (not batch or size + len(self._queue[0].prepared) <= self.max_batch):
+                    item = self._queue.pop(0)
+                    batch.append(item)
+                    size += len(item.prepared)
+                try:
+                    await self._commit([w.prepared for w in batch])
+                except AuditUnavailable as exc:
+                    for w in batch:
+                        if not w.done.done():
+                            w.done.set_exception(AuditUnavailable(str(exc)))
+                else:
+                    for w in batch:
+                        if not w.done.done():
+                            w.done.set_result(None)
+                batch = []
+        finally:
+            # cancelled (shutdown): nobody may believe its records were stored
+            stranded = batch + self._queue
+            self._queue = []
+            for w in stranded:
+                if not w.done.done():
+                    w.done.set_exception(AuditUnavailable("the audit log was shut down"))
+
+    async def _commit(self, groups: list[list[_Prepared]]) -> None:
+        entries = [p for group in groups for p in group]
+        try:
+            async with asyncio.timeout(self.timeout):
+                if self.db.is_sqlite:
+                    async with self._lock, self.db.write_transaction() as conn:
+                        await self._append(conn, entries)
+                else:
+                    async with self.db.write_transaction() as conn:
+                        await self._append(conn, entries)
+        except AuditUnavailable:
+            log.warning("audit store did not take %d record(s): chain head missing or moved", len(entries))
+            raise
+        except _STORE_ERRORS as exc:
+            reason = _describe(exc)
+            log.warning("audit store did not take %d record(s): %s", len(entries), reason)
+            raise AuditUnavailable(f"the audit store is unavailable ({reason})") from None
+        except Exception as exc:  # anything else: still nobody may think the records were stored
+            log.error(
+                "audit append failed unexpectedly (%s); %d record(s) not taken",
+                type(exc).__name__,
+                len(entries),
+            )
+            raise AuditUnavailable(f"the audit store is unavailable ({type(exc).__name__})") from None
+        self.commits += 1
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AuditTransaction]:
+        """A write transaction whose own statements and audit entries commit together (see
+        ``AuditTransaction``). Store failures raise ``AuditUnavailable``; the body's own exceptions
+        roll everything back and pass through unchanged."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                if self.db.is_sqlite:
+                    await self._lock.acquire()
+                try:
+                    async with self.db.write_transaction() as conn:
+                        tx = AuditTransaction(conn)
+                        yield tx
+                        if tx._entries:
+                            await self._append(conn, tx._entries)
+                finally:
+                    if self.db.is_sqlite:
+                        self._lock.release()
+        except _STORE_ERRORS as exc:
+            reason = _describe(exc)
+            log.warning("audit store transaction failed: %s", reason)
+            raise AuditUnavailable(f"the audit store is unavailable ({reason})") from None
+
+    async def _append(self, conn: AsyncConnection, entries: list[_Prepared]) -> None:
+        """Append to the chain inside the caller's transaction (which must hold the chain lock on
+        SQLite; on PostgreSQL the advisory lock is taken here and held until commit)."""
+        if self.db.is_postgresql:
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_CHAIN_LOCK_KEY})
+        head = (
+            await conn.execute(
+                sa.select(audit_chain_head.c.last_id, audit_chain_head.c.last_hash).where(
+                    audit_chain_head.c.id == CHAIN_HEAD_ID
+                )
+            )
+        ).one_or_none()
+        if head is None:
+            raise AuditUnavailable("the audit chain head is missing (database not migrated?)")
+        first_id = last_id = int(head.last_id)
+        prev = str(head.last_hash)
+        rows: list[dict[str, Any]] = []
+        index_rows: list[dict[str, Any]] = []
+        for item in entries:
+            last_id += 1
+            digest = chain_hash(prev, last_id, item.body)
+            rows.append({**item.values, "id": last_id, "prev_hash": prev, "hash": digest})
+            index_rows.extend({"account_no": a, "audit_id": last_id} for a in item.customers)
+            prev = digest
+        await conn.execute(audit_log.insert(), rows)
+        if index_rows:
+            await conn.execute(audit_customers.insert(), index_rows)
+        updated = await conn.execute(
+            audit_chain_head.update()
+            .where(audit_chain_head.c.id == CHAIN_HEAD_ID, audit_chain_head.c.last_id == first_id)
+            .values(last_id=last_id, last_hash=prev)
+        )
+        if updated.rowcount != 1:
+            raise AuditUnavailable("the audit chain head moved during an append")
+
+    async def aclose(self) -> None:
+        """Wait for queued records to be committed (or to fail)."""
+        flusher = self._flusher
+        if flusher is not None and not flusher.done():
+            await asyncio.wait([flusher])
+
+    # --- reading --------------------------------------------------------------------------------
+
+    async def query(self, filter: AuditFilter, first: int = 50, after: str | None = None) -> AuditPage:
+        """Records matching ``filter``, newest first, ``first`` at most (1..500), after the cursor
+        ``after``. Raises ``InvalidCursor`` (a ``ValueError``) for a cursor it did not make."""
+        if not 1 <= first <= MAX_PAGE:
+            raise ValueError(f"first must be between 1 and {MAX_PAGE}")
+        _aware(filter.since, filter.until)
+        stmt = sa.select(audit_log)
+        if filter.customer_id is not None:
+            stmt = stmt.join(
+                audit_customers,
+                sa.and_(
+                    audit_customers.c.audit_id == audit_log.c.id,
+                    audit_customers.c.account_no == filter.customer_id,
+                ),
+            )
+        conditions: list[sa.ColumnElement[bool]] = []
+        if filter.user_sub is not None:
+            conditions.append(audit_log.c.user_sub == filter.user_sub)
+        if filter.kinds is not None:
+            conditions.append(audit_log.c.kind.in_(sorted(filter.kinds)))
+        if filter.operation_name is not None:
+            conditions.append(audit_log.c.operation_name == filter.operation_name)
+        if filter.request_id is not None:
+            conditions.append(audit_log.c.request_id == filter.request_id)
+        if filter.grant_id is not None:
+            conditions.append(audit_log.c.grant_id == filter.grant_id)
+        if filter.since is not None:
+            conditions.append(audit_log.c.at >= filter.since)
+        if filter.until is not None:
+            conditions.append(audit_log.c.at < filter.until)
+        if after is not None:
+            (after_id,) = decode_cursor(_CURSOR_KIND, after, 1)
+            if not after_id.isdigit():
+                raise InvalidCursor("invalid cursor")
+            conditions.append(audit_log.c.id < int(after_id))
+        stmt = stmt.where(*conditions).order_by(audit_log.c.id.desc()).limit(first + 1)
+        try:
+            async with self.db.read() as conn:
+                rows = (await conn.execute(stmt)).mappings().all()
+        except _STORE_ERRORS as exc:
+            raise AuditUnavailable(f"the audit store is unavailable ({_describe(exc)})") from None
+        records = [_record(row) for row in rows[:first]]
+        return AuditPage(
+            records=records,
+            has_next_page=len(rows) > first,
+            end_cursor=records[-1].cursor if records else None,
+        )
+
+    async def get(self, record_id: int) -> AuditRecord | None:
+        try:
+            async with self.db.read() as conn:
+                row = (
+                    (await conn.execute(sa.select(audit_log).where(audit_log.c.id == record_id)))
+                    .mappings()
+                    .one_or_none()
+                )
+        except _STORE_ERRORS as exc:
+            raise AuditUnavailable(f"the audit store is unavailable ({_describe(exc)})") from None
+        return _record(row) if row is not None else None
+
+    async def _scan(
+        self, since: datetime | None, until: datetime | None, chunk: int = 1000
+    ) -> AsyncIterator[AuditRecord]:
+        """Records oldest first (by id), in chunks of one statement each."""
+        last = 0
+        async with self.db.read() as conn:
+            while True:
+                stmt = sa.select(audit_log).where(audit_log.c.id > last)
+                if since is not None:
+                    stmt = stmt.where(audit_log.c.at >= since)
+                if until is not None:
+                    stmt = stmt.where(audit_log.c.at < until)
+                rows = (await conn.execute(stmt.order_by(audit_log.c.id).limit(chunk))).mappings().all()
+                for row in rows:
+                    yield _record(row)
+                if len(rows) < chunk:
+                    return
+                last = int(rows[-1]["id"])
+
+    async def export(
+        self,
+        since: datetime | None,
+        fmt: Literal["jsonl", "csv"],
+        out: TextIO,
+        *,
+        until: datetime | None = None,
+    ) -> int:
+        """Write the records from ``since`` (inclusive; None: all) oldest first to ``out``, one JSON
+        object per line (``jsonl``) or CSV with a header (nested values as JSON). Returns the count."""
+        if fmt not in ("jsonl", "csv"):
+            raise ValueError("format must be jsonl or csv")
+        _aware(since, until)
+        count = 0
+        writer = csv.writer(out) if fmt == "csv" else None
+        if writer is not None:
+            writer.writerow(EXPORT_COLUMNS)
+        try:
+            async for record in self._scan(since, until):
+                data = record.to_dict()
+                if writer is not None:
+                    writer.writerow([_csv_cell(data[c]) for c in EXPORT_COLUMNS])
+                else:
+                    out.write(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+                    out.write("\n")
+                count += 1
+        except _STORE_ERRORS as exc:
+            raise AuditUnavailable(f"the audit store is unavailable ({_describe(exc)})") from None
+        return count
+
+    async def verify(self, *, chunk: int = 2000) -> VerifyResult:
+        """Recompute the chain from the first record to the head: contiguous ids, each ``prev_hash``
+        the previous ``hash``, each ``hash`` the record's contents, the customer index matching, the
+        head matching the last record. Raises ``AuditUnavailable`` when the store cannot be read."""
+        try:
+            return await self._verify(chunk)
+        except _STORE_ERRORS as exc:
+            raise AuditUnavailable(f"the audit store is unavailable ({_describe(exc)})") from None
+
+    async def _verify(self, chunk: int) -> VerifyResult:
+        json_columns = ("roles", "customers", "fields", "before", "after", "detail")
+        columns = [
+            sa.cast(c, sa.Text).label(c.name) if c.name in json_columns else c for c in audit_log.columns
+        ]
+        async with self.db.read() as conn:
+            head = (
+                await conn.execute(
+                    sa.select(audit_chain_head.c.last_id, audit_chain_head.c.last_hash).where(
+                        audit_chain_head.c.id == CHAIN_HEAD_ID
+                    )
+                )
+            ).one_or_none()
+            if head is None:
+                return VerifyResult(False, 0, None, "the chain head is missing", 0, "")
+            head_id, head_hash = int(head.last_id), str(head.last_hash)
+
+            def bad(checked: int, record_id: int | None, reason: str) -> VerifyResult:
+                return VerifyResult(False, checked, record_id, reason, head_id, head_hash)
+
+            prev, expected, checked = GENESIS_HASH, 1, 0
+            while expected <= head_id:
+                try:
+                    rows = (
+                        (
+                            await conn.execute(
+                                sa.select(*columns)
+                                .where(audit_log.c.id >= expected, audit_log.c.id <= head_id)
+                                .order_by(audit_log.c.id)
+                                .limit(chunk)
+                            )
+                        )
+                        .mappings()
+                        .all()
+                    )
+                except (ValueError, TypeError):
+                    return bad(checked, expected, f"a record from id {expected} on cannot be read")
+                if not rows:
+                    break
+                low, high = int(rows[0]["id"]), int(rows[-1]["id"])
+                index: dict[int, set[str]] = {}
+                for account_no, audit_id in (
+                    await conn.execute(
+                        sa.select(audit_customers.c.account_no, audit_customers.c.audit_id).where(
+                            audit_customers.c.audit_id >= low, audit_customers.c.audit_id <= high
+                        )
+                    )
+                ).all():
+                    index.setdefault(int(audit_id), set()).add(str(account_no))
+                for row in rows:
+                    record_id = int(row["id"])
+                    if record_id != expected:
+                        missing = (
+                            f"record {expected} is missing"
+                            if record_id == expected + 1
+                            else f"records {expected} to {record_id - 1} are missing"
+                        )
+                        return bad(checked, record_id, missing)
+                    if row["prev_hash"] != prev:
+                        return bad(checked, record_id, "its prev_hash is not the previous record's hash")
+                    try:
+                        parsed = {c: json.loads(row[c]) if row[c] is not None else None for c in json_columns}
+                        body = _body(
+                            row["at"],
+                            row["request_id"],
+                            row["user_sub"],
+                            parsed["roles"],
+                            row["operation_name"],
+                            row["operation_type"],
+                            row["kind"],
+                            parsed["customers"],
+                            parsed["fields"],
+                            row["grant_id"],
+                            parsed["before"],
+                            parsed["after"],
+                            parsed["detail"],
+                        )
+                    except (ValueError, TypeError, AttributeError):
+                        return bad(checked, record_id, "its contents cannot be read")
+                    if chain_hash(prev, record_id, body) != row["hash"]:
+                        return bad(checked, record_id, "its contents do not match its hash")
+                    if index.get(record_id, set()) != set(parsed["customers"] or ()):
+                        return bad(checked, record_id, "the customer index does not match the record")
+                    prev = str(row["hash"])
+                    expected += 1
+                    checked += 1
+            if expected - 1 != head_id:
+                return bad(checked, expected, f"the chain ends at {expected - 1} but its head says {head_id}")
+            if prev != head_hash:
+                return bad(checked, head_id, "the last record's hash is not the one in the chain head")
+            return VerifyResult(True, checked, None, None, head_id, head_hash)
+
+
+EXPORT_COLUMNS: tuple[str, ...] = (
+    "id",
+    "at",
+    "requestId",
+    "user",
+    "roles",
+    "operationName",
+    "operationType",
+    "kind",
+    "customers",
+    "fields",
+    "grantId",
+    "before",
+    "after",
+    "detail",
+    "prevHash",
+    "hash",
+)
+
+
+def _aware(*times: datetime | None) -> None:
+    if any(t is not None and t.tzinfo is None for t in times):
+        raise ValueError("times must be timezone-aware")
+
+
+def _csv_cell(value: Any) -> str | int:
+    if value is None:
+        return ""
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def _record(row: Mapping[Any, Any]) -> AuditRecord:
+    return AuditRecord(
+        id=int(row["id"]),
+        at=row["at"],
+        request_id=row["request_id"],
+        user_sub=row["user_sub"],
+        roles=tuple(row["roles"]),
+        operation_name=row["operation_name"],
+        operation_type=row["operation_type"],
+        kind=row["kind"],
+        customer_ids=tuple(row["customers"]),
+        fields=row["fields"],
+        grant_id=row["grant_id"],
+        before=row["before"],
+        after=row["after"],
+        detail=row["detail"],
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+    )

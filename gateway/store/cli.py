@@ -1,0 +1,164 @@
+"""Command-line entry points for the gateway's database, wired into ``customer-graph`` by ``gateway.cli``:
+
+    customer-graph audit export [--since ISO] [--until ISO] [--format jsonl|csv] [--output FILE]
+    customer-graph audit verify
+    customer-graph db upgrade
+
+The database is ``--database-url``, else ``$CG_DATABASE_URL``, else the SQLite file ``var/gateway.db``.
+Exit codes: 0 done / chain intact, 1 chain broken (verify), 2 usage or database problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal, cast
+
+from .audit import AuditLog, AuditUnavailable
+from .db import Database, DatabaseConfigError, StoreUnavailable, database_url_from_env, normalise_url
+
+
+def _time(text: str) -> datetime:
+    """ISO 8601 date or date-time; without an offset it is UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {text!r}") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _database_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="the gateway database (default: $CG_DATABASE_URL, else sqlite var/gateway.db)",
+    )
+
+
+def _open(url_arg: str | None, prog: str) -> Database | None:
+    url = url_arg or database_url_from_env()
+    try:
+        parsed = normalise_url(url)
+    except DatabaseConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return None
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database or ""
+        if path not in ("", ":memory:") and not Path(path).exists():
+            print(f"{prog}: no gateway database at {path}", file=sys.stderr)
+            return None
+    return Database(url)
+
+
+def audit_export_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="customer-graph audit export", description="Write audit records, oldest first."
+    )
+    parser.add_argument("--since", type=_time, default=None, help="from this time (ISO 8601, inclusive)")
+    parser.add_argument("--until", type=_time, default=None, help="before this time (ISO 8601)")
+    parser.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    parser.add_argument("--output", "-o", default="-", help="file to write (default: standard output)")
+    _database_arg(parser)
+    args = parser.parse_args(argv)
+    database = _open(args.database_url, parser.prog)
+    if database is None:
+        return 2
+    fmt = cast(Literal["jsonl", "csv"], args.format)
+
+    async def run() -> int:
+        log = AuditLog(database)
+        try:
+            if args.output == "-":
+                return await log.export(args.since, fmt, sys.stdout, until=args.until)
+            target = Path(args.output)
+            partial = target.with_name(target.name + ".partial")
+            try:
+                with open(partial, "w", encoding="utf-8", newline="") as out:
+                    count = await log.export(args.since, fmt, out, until=args.until)
+                os.replace(partial, target)
+            finally:
+                partial.unlink(missing_ok=True)
+            return count
+        finally:
+            await database.aclose()
+
+    try:
+        count = asyncio.run(run())
+    except (AuditUnavailable, StoreUnavailable) as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{parser.prog}: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"{count} audit record(s) exported", file=sys.stderr)
+    return 0
+
+
+def audit_verify_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="customer-graph audit verify",
+        description="Recompute the audit hash chain: exit 0 when intact, 1 when it was tampered with.",
+    )
+    _database_arg(parser)
+    args = parser.parse_args(argv)
+    database = _open(args.database_url, parser.prog)
+    if database is None:
+        return 2
+
+    async def run() -> int:
+        try:
+            result = await AuditLog(database).verify()
+        finally:
+            await database.aclose()
+        if result.ok:
+            print(
+                f"audit chain intact: {result.records_checked} record(s) checked; "
+                f"head {result.head_id} {result.head_hash}"
+            )
+            return 0
+        print(
+            f"audit chain BROKEN at record {result.first_bad_id}: {result.reason} "
+            f"({result.records_checked} record(s) before it are intact)"
+        )
+        return 1
+
+    try:
+        return asyncio.run(run())
+    except (AuditUnavailable, StoreUnavailable) as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return 2
+
+
+def db_upgrade_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="customer-graph db upgrade",
+        description="Create or upgrade the gateway's tables (the gateway also does this when it starts).",
+    )
+    parser.add_argument("--revision", default="head")
+    _database_arg(parser)
+    args = parser.parse_args(argv)
+    try:
+        database = Database(args.database_url or database_url_from_env())
+    except DatabaseConfigError as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return 2
+
+    async def run() -> str | None:
+        try:
+            await database.migrate(args.revision)
+            return await database.current_revision()
+        finally:
+            await database.aclose()
+
+    try:
+        revision = asyncio.run(run())
+    except Exception as exc:  # report the class only: driver messages may carry connection details
+        print(f"{parser.prog}: failed ({type(exc).__name__})", file=sys.stderr)
+        return 2
+    print(f"gateway database at revision {revision} ({database.safe_url})")
+    return 0

@@ -1,0 +1,292 @@
+"""The gateway's own database: one async SQLAlchemy engine, SQLite by default, PostgreSQL when configured.
+
+``Database(None)`` (``CG_DATABASE_URL`` unset) is the SQLite file ``var/gateway.db`` under the working
+directory; ``Database("postgresql+asyncpg://user@host/db")`` is PostgreSQL (``postgresql://`` and
+``postgres://`` are taken to mean asyncpg, ``sqlite:///`` aiosqlite). ``migrate()`` brings the tables to
+the newest Alembic revision; the gateway calls it at start.
+
+SQLite runs in WAL mode (set by ``migrate()``) with ``synchronous=FULL`` (a committed audit record
+survives a power cut) and a 5 s busy timeout, foreign keys on. Write transactions that must be
+serialised (the audit chain) use ``write_transaction()``: ``BEGIN IMMEDIATE`` on SQLite, READ COMMITTED
+on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import os
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+
+log = logging.getLogger(__name__)
+
+DATABASE_URL_ENV = "CG_DATABASE_URL"
+DEFAULT_SQLITE_PATH = Path("var") / "gateway.db"
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+# pg_advisory_xact_lock keys (any two bigints unique to this application)
+MIGRATION_LOCK_KEY = 0x43472D4D4947  # "CG-MIG"
+AUDIT_CHAIN_LOCK_KEY = 0x43472D415544  # "CG-AUD"
+
+_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class DatabaseConfigError(ValueError):
+    """The database URL or options cannot be used; the message never contains the password."""
+
+
+class StoreUnavailable(Exception):
+    """The gateway's database cannot be reached or refused the operation. The gateway answers ``INTERNAL``."""
+
+
+class InvalidCursor(ValueError):
+    """A paging cursor this store did not hand out (the schema answers ``BAD_USER_INPUT``)."""
+
+
+def encode_cursor(kind: str, *parts: str) -> str:
+    """An opaque cursor: base64url of ``kind:part:part``, no padding."""
+    raw = ":".join((kind, *parts)).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(kind: str, cursor: str, count: int) -> list[str]:
+    """The ``count`` parts of a cursor of ``kind``; raises ``InvalidCursor`` for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidCursor("invalid cursor") from None
+    head, _, rest = raw.partition(":")
+    parts = rest.split(":", count - 1) if rest else []
+    if head != kind or len(parts) != count or not all(parts):
+        raise InvalidCursor("invalid cursor")
+    return parts
+
+
+def database_url_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    env = os.environ if environ is None else environ
+    value = env.get(DATABASE_URL_ENV, "").strip()
+    return value or None
+
+
+def normalise_url(url: str | None) -> URL:
+    """The async driver URL for ``url`` (None: the default SQLite file). Raises ``DatabaseConfigError``."""
+    if url is None:
+        return URL.create("sqlite+aiosqlite", database=str(DEFAULT_SQLITE_PATH))
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseConfigError("the database URL cannot be parsed") from None
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend == "postgres":
+        backend = "postgresql"
+    if backend == "postgresql":
+        if driver not in ("asyncpg", "psycopg2", "psycopg", ""):
+            raise DatabaseConfigError(f"PostgreSQL is reached with asyncpg, not {driver}")
+        return parsed.set(drivername="postgresql+asyncpg")
+    if backend == "sqlite":
+        if driver not in ("aiosqlite", "pysqlite", ""):
+            raise DatabaseConfigError(f"SQLite is reached with aiosqlite, not {driver}")
+        return parsed.set(drivername="sqlite+aiosqlite")
+    raise DatabaseConfigError(f"unsupported database {backend!r}: use sqlite or postgresql")
+
+
+class Database:
+    """The async engine and what every part of the store needs to know about it.
+
+    ``schema`` (PostgreSQL only; or ``?schema=`` in the URL): the schema the tables live in (created by
+    ``migrate()``), set as the connections' ``search_path``. ``connect_timeout``: seconds to open a
+    connection before giving up.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        schema: str | None = None,
+        connect_timeout: float = 5.0,
+        statement_timeout: float = 10.0,
+        pool_size: int = 10,
+        echo: bool = False,
+    ) -> None:
+        self.url = normalise_url(url)
+        self.dialect = self.url.get_backend_name()  # "sqlite" | "postgresql"
+        if "schema" in self.url.query:  # postgresql+asyncpg://host/db?schema=gateway
+            query_schema = self.url.query["schema"]
+            schema = schema or (query_schema if isinstance(query_schema, str) else query_schema[-1])
+            self.url = self.url.difference_update_query(["schema"])
+        if schema is not None and not _SCHEMA_NAME.match(schema):
+            raise DatabaseConfigError(f"bad schema name {schema!r}")
+        if schema is not None and self.dialect != "postgresql":
+            raise DatabaseConfigError("a schema can only be chosen on PostgreSQL")
+        self.schema = schema
+        self.connect_timeout = connect_timeout
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.dialect == "sqlite":
+            self.engine = self._sqlite_engine(kwargs, connect_timeout)
+        else:
+            server_settings = {"application_name": "customer-graph"}
+            if schema is not None:
+                server_settings["search_path"] = schema
+            self.engine = create_async_engine(
+                self.url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,  # a restarted server costs one reconnect, not one failed request
+                pool_timeout=connect_timeout,
+                connect_args={
+                    "timeout": connect_timeout,
+                    "command_timeout": statement_timeout,
+                    "server_settings": server_settings,
+                },
+                **kwargs,
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> Database:
+        return cls(database_url_from_env(environ), **options)
+
+    # --- engine setup ---------------------------------------------------------------------------
+
+    def _sqlite_engine(self, kwargs: dict[str, Any], busy_timeout: float) -> AsyncEngine:
+        database = self.url.database or ""
+        memory = database in ("", ":memory:") or database.startswith("file::memory:")
+        if memory:
+            kwargs["poolclass"] = StaticPool  # one connection, or every connection sees its own database
+        else:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(self.url, connect_args={"timeout": busy_timeout}, **kwargs)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+            # let SQLAlchemy, not the driver, say when a transaction begins (and how: see _on_begin)
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            try:
+                # (WAL is set once, persistently, by migrate(): switching needs a lock a busy database
+                # may not give at once, and connecting must not wait for it)
+                cursor.execute("PRAGMA synchronous=FULL")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            finally:
+                cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            immediate = conn.get_execution_options().get("cg_sqlite_immediate", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    # --- properties -----------------------------------------------------------------------------
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password, for messages and logs."""
+        return self.url.render_as_string(hide_password=True)
+
+    # --- transactions ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def write_transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that takes the write lock at once (SQLite ``BEGIN IMMEDIATE``) or runs READ
+        COMMITTED (PostgreSQL: each statement sees what committed before it, e.g. after a lock wait)."""
+        async with self.engine.connect() as conn:
+            if self.is_sqlite:
+                await conn.execution_options(cg_sqlite_immediate=True)
+            else:
+                await conn.execution_options(isolation_level="READ COMMITTED")
+            async with conn.begin():
+                yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only use of one connection (one transaction, rolled back at the end)."""
+        async with self.engine.connect() as conn:
+            yield conn
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def migrate(self, revision: str = "head") -> None:
+        """Upgrade the tables to ``revision`` (Alembic). Safe when several gateways start at once on one
+        PostgreSQL (an advisory lock serialises them) and on an existing, up-to-date database."""
+        from .migrations import upgrade
+
+        async with self.engine.connect() as conn:
+            if self.is_postgresql:
+                async with conn.begin():
+                    await conn.execute(
+                        sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                    )
+                    if self.schema is not None:
+                        await conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+                    await conn.run_sync(upgrade, revision)
+            else:
+                await self._sqlite_wal(conn)
+                await conn.execution_options(cg_sqlite_immediate=True)
+                async with conn.begin():
+                    await conn.run_sync(upgrade, revision)
+        log.info("gateway database at revision %s (%s)", revision, self.dialect)
+
+    async def _sqlite_wal(self, conn: AsyncConnection) -> None:
+        """Put the file in WAL mode (persistent): readers never block the appending writer."""
+        database = self.url.database or ""
+        if database in ("", ":memory:") or database.startswith("file::memory:"):
+            return
+        raw = (await conn.get_raw_connection()).driver_connection  # aiosqlite, autocommit
+        assert raw is not None
+        for attempt in range(50):
+            try:
+                async with raw.execute("PRAGMA journal_mode") as cursor:
+                    row = await cursor.fetchone()
+                if row is not None and str(row[0]).lower() == "wal":
+                    return
+                async with raw.execute("PRAGMA journal_mode=WAL"):
+                    pass
+            except sqlite3.OperationalError:  # another process holds the lock switching needs
+                if attempt == 49:
+                    raise
+                await asyncio.sleep(0.02 * (1 + attempt % 5))
+
+    async def current_revision(self) -> str | None:
+        from .migrations import current
+
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(current)
+
+    async def ping(self, timeout: float | None = None) -> bool:
+        """Can a connection run ``SELECT 1`` now? Never raises."""
+        try:
+            async with asyncio.timeout(timeout if timeout is not None else self.connect_timeout):
+                async with self.engine.connect() as conn:
+                    await conn.execute(sa.text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        await self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Database({self.safe_url!r})"

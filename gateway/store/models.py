@@ -1,0 +1,178 @@
+"""The gateway's own tables, as SQLAlchemy Core metadata (the migrations create the same; a test checks).
+
+``audit_log``        one row per audit record; ``id`` is the record's position in the hash chain (1, 2, …),
+                     assigned under the chain lock, so a missing row is a gap.
+``audit_customers``  (account_no, audit_id): which records name which customer — an index for
+                     ``auditLog(filter: {customerId})``, derived from ``audit_log.customers``
+                     (verify checks it).
+``audit_chain_head`` one row: the last record's id and hash, updated in the same transaction as every
+                     append, so that cutting records off the end of the chain is evident as well.
+``access_requests``  access requests and, once approved, the grants they are (grant id = request id).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+GENESIS_HASH = "0" * 64  # prev_hash of the first record
+CHAIN_HEAD_ID = 1
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """An aware UTC datetime in and out, microsecond precision, on SQLite (naive storage) and PostgreSQL."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: the store keeps aware UTC times only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# SQLite only auto-increments / indexes as rowid an INTEGER PRIMARY KEY; BIGINT elsewhere.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+metadata = sa.MetaData()
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("request_id", sa.Text(), nullable=False),
+    sa.Column("user_sub", sa.Text(), nullable=False),
+    sa.Column("roles", sa.JSON(), nullable=False),
+    sa.Column("operation_name", sa.Text(), nullable=True),
+    sa.Column("operation_type", sa.Text(), nullable=False),
+    sa.Column("kind", sa.Text(), nullable=False),
+    sa.Column("customers", sa.JSON(), nullable=False),
+    sa.Column("fields", sa.JSON(), nullable=False),
+    sa.Column("grant_id", sa.Text(), nullable=True),
+    sa.Column("before", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("after", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("detail", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Index("ix_audit_log_user_id", "user_sub", "id"),
+    sa.Index("ix_audit_log_kind_id", "kind", "id"),
+    sa.Index("ix_audit_log_operation_id", "operation_name", "id"),
+    sa.Index("ix_audit_log_at", "at"),
+    sa.Index("ix_audit_log_grant", "grant_id"),
+)
+
+audit_customers = sa.Table(
+    "audit_customers",
+    metadata,
+    sa.Column("account_no", sa.Text(), primary_key=True),
+    sa.Column("audit_id", BigId, sa.ForeignKey("audit_log.id", ondelete="CASCADE"), primary_key=True),
+    sa.Index("ix_audit_customers_audit_id", "audit_id"),
+)
+
+audit_chain_head = sa.Table(
+    "audit_chain_head",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("last_id", BigId, nullable=False),
+    sa.Column("last_hash", sa.String(64), nullable=False),
+)
+
+access_requests = sa.Table(
+    "access_requests",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("requester_sub", sa.Text(), nullable=False),
+    sa.Column("requester_roles", sa.JSON(), nullable=False),
+    sa.Column("account_no", sa.Text(), nullable=False),
+    # the customer as it was when the request was made: lets listAccessRequests find what an approver
+    # may decide in SQL; decide() checks the live customer again
+    sa.Column("account_region", sa.Text(), nullable=False),
+    sa.Column("account_owner", sa.Text(), nullable=True),
+    sa.Column("fields", sa.JSON(), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending | approved | denied
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("decided_by", sa.Text(), nullable=True),
+    sa.Column("decided_at", UTCDateTime(), nullable=True),
+    sa.Column("expires_at", UTCDateTime(), nullable=True),  # approved: when the grant ends
+    sa.Index("ix_access_requests_grants", "requester_sub", "status", "expires_at"),
+    sa.Index("ix_access_requests_mine", "requester_sub", "created_at", "id"),
+    sa.Index("ix_access_requests_queue", "status", "account_region", "created_at", "id"),
+    sa.Index("ix_access_requests_created", "created_at", "id"),
+)
+
+# --- the public pool (gateway/pool; migration 0002_pool) -------------------------------------------
+# ``pool_history``  one row per pool event: claim, release, recycle (auto or dormant), warning. ``owner_id``
+#                   is the rep concerned (who claimed, released, lost or was warned), ``actor`` who acted (a
+#                   user, or ``system:pool-sweep``); ``sales_stamp`` the sales system's own owner_since /
+#                   pool_since after the change (a warning: the recycle time it announced); ``dedupe_key``
+#                   makes a warning idempotent.
+# ``pool_sweeps``   one row per scheduled job: the SQLite lock (holder, expiry) and the last run's outcome.
+pool_history = sa.Table(
+    "pool_history",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("account_no", sa.Text(), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # claim | release | recycle | warning
+    sa.Column("owner_id", sa.Text(), nullable=True),
+    sa.Column("actor", sa.Text(), nullable=False),
+    sa.Column("reason", sa.String(32), nullable=True),
+    sa.Column("note", sa.Text(), nullable=True),
+    sa.Column("sales_stamp", UTCDateTime(), nullable=True),
+    sa.Column("request_id", sa.Text(), nullable=True),
+    sa.Column("dedupe_key", sa.Text(), nullable=True),
+    sa.Index("ix_pool_history_account", "account_no", "id"),
+    sa.Index("ix_pool_history_owner", "owner_id", "account_no", "at"),
+    sa.Index("ix_pool_history_dedupe", "dedupe_key", unique=True),
+)
+
+pool_sweeps = sa.Table(
+    "pool_sweeps",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("holder", sa.Text(), nullable=True),
+    sa.Column("expires_at", UTCDateTime(), nullable=True),
+    sa.Column("last_started_at", UTCDateTime(), nullable=True),
+    sa.Column("last_finished_at", UTCDateTime(), nullable=True),
+    sa.Column("last_result", sa.JSON(none_as_null=True), nullable=True),
+)
+
+# --- live updates (gateway/events; migration 0003_events) ------------------------------------------
+# ``event_inbox``  one row per change event accepted from a system (sales and support webhooks, the
+#                  register's poll), written before the webhook is acknowledged. ``(source, event_id)`` is
+#                  unique: a redelivered event is acknowledged again and stored once. ``published_at`` stays
+#                  null until the event was evicted from the cache and published to subscribers, so a
+#                  gateway that stops in between publishes it when it starts again. ``id`` is the order
+#                  of acceptance, the order of publishing.
+event_inbox = sa.Table(
+    "event_inbox",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(16), nullable=False),  # sales | support | contracts
+    sa.Column("event_id", sa.String(200), nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),  # the system's own: account.updated, ticket.created…
+    sa.Column("account_no", sa.Text(), nullable=True),  # sales events
+    sa.Column("email", sa.Text(), nullable=True),  # support events: the requester
+    sa.Column("tax_id", sa.Text(), nullable=True),  # register changes: the party
+    sa.Column("occurred_at", UTCDateTime(), nullable=True),  # when the system says it happened
+    sa.Column("detail", sa.JSON(none_as_null=True), nullable=True),  # ticket_id, contract_id, confidential…
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Column("published_at", UTCDateTime(), nullable=True),
+    sa.Index("ux_event_inbox_source_event", "source", "event_id", unique=True),
+    sa.Index("ix_event_inbox_pending", "published_at", "id"),
+    sa.Index("ix_event_inbox_source_received", "source", "received_at"),
+)
