@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, ClassVar, Self, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypedDict, TypeVar
 
 import httpx
 import orjson
@@ -51,6 +51,9 @@ T = TypeVar("T")
 
 Params = Mapping[str, str | int]
 Headers = Mapping[str, str]
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("customer_graph.upstream")
 
@@ -158,6 +161,7 @@ class Connector:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._rate = None if max_rate is None else RateLimiter(max_rate)
         self.observer = observer
+        self.tracer: Tracer | None = None  # set by the gateway when tracing is on (gateway/tracing.py)
         self.breaker = CircuitBreaker(
             self.system, failures=breaker_failures, cooldown=breaker_cooldown, on_change=on_breaker_change
         )
@@ -345,9 +349,21 @@ class Connector:
                     self._observe(resource, "deadline", 0.0, attempt)
                     raise self._out_of_time(error, verdict)
                 try:
-                    response = await self._send(
-                        method, path, params=params, json=json, headers=headers, timeout=budget
-                    )
+                    if self.tracer is None:
+                        response = await self._send(
+                            method, path, params=params, json=json, headers=headers, timeout=budget
+                        )
+                    else:
+                        response = await self._traced_send(
+                            resource,
+                            attempt,
+                            method,
+                            path,
+                            params=params,
+                            json=json,
+                            headers=headers,
+                            timeout=budget,
+                        )
                 except UpstreamUnavailable as exc:
                     lost = exc
                     self._observe(resource, exc.kind, _clock() - sent, attempt)
@@ -440,6 +456,41 @@ class Connector:
             raise UpstreamUnavailable(self.system, "unreachable") from None
         except httpx.RequestError:
             raise UpstreamUnavailable(self.system, "bad_response") from None
+
+    async def _traced_send(
+        self,
+        resource: str,
+        attempt: int,
+        method: str,
+        path: str,
+        *,
+        params: Params | None,
+        json: Any,
+        headers: Headers | None,
+        timeout: float,
+    ) -> httpx.Response:
+        """``_send`` in a client span, with the trace context propagated to the system
+        (``traceparent``). The span names the system and the endpoint's fixed name, never a URL."""
+        from opentelemetry.propagate import inject
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        assert self.tracer is not None
+        name = f"{self.system.value} {resource}"
+        attributes = {"cg.system": self.system.value, "cg.resource": resource, "cg.attempt": attempt}
+        with self.tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes) as span:
+            carrier = dict(headers or {})
+            inject(carrier)
+            try:
+                response = await self._send(
+                    method, path, params=params, json=json, headers=carrier, timeout=timeout
+                )
+            except UpstreamUnavailable as exc:
+                span.set_status(Status(StatusCode.ERROR, exc.kind))
+                raise
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            return response
 
     def _observe(self, resource: str, outcome: str, seconds: float, attempt: int) -> None:
         observer = self.observer
