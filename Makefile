@@ -31,13 +31,20 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy gateway connectors schema policies demo
+	$(BIN)/mypy gateway connectors schema policies demo bench
 
 test: $(STAMP) $(AUDIT_STAMP) lint typecheck
 	$(BIN)/pytest -q
 
-bench: $(STAMP)
-	$(BIN)/python -m bench
+# The benchmark also needs matplotlib (the latency plot): the optional group "bench".
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var

@@ -23,7 +23,7 @@ from typing import Any, Self
 import httpx
 import uvicorn
 
-from demo import contracts, sales, support
+from demo import contracts, sales, support, webhooks
 from demo.common import ChangeHook, DemoApp
 from demo.data import (
     DEFAULT_CUSTOMERS,
@@ -70,6 +70,8 @@ class DemoSystems:
         in_memory: bool = False,
         systems: Iterable[str] = SYSTEMS,
         on_change: Mapping[str, ChangeHook] | None = None,
+        webhook_url: str | None = None,
+        webhook_secrets: Mapping[str, str] | None = None,
         access_log: bool = False,
     ) -> None:
         self.systems = tuple(s for s in SYSTEMS if s in set(systems))
@@ -92,6 +94,11 @@ class DemoSystems:
         self.contracts_latency_ms = contracts_latency_ms
         self.in_memory = in_memory
         self.on_change = dict(on_change or {})
+        # With webhook_url, sales and support POST their change events to <webhook_url>/sales and
+        # <webhook_url>/support, signed with webhook_secrets (demo.webhooks.DEFAULT_SECRETS).
+        self.webhook_url = webhook_url.rstrip("/") if webhook_url else None
+        self.webhook_secrets = dict(webhook_secrets or webhooks.DEFAULT_SECRETS)
+        self.senders: dict[str, webhooks.WebhookSender] = {}
         self.access_log = access_log
         self.apps: dict[str, DemoApp] = {}
         self.ports: dict[str, int] = {}
@@ -111,6 +118,11 @@ class DemoSystems:
         self._data = generate(
             self.data_dir, customers=self.customers, seed=self.seed, anchor=self.anchor, force=self.regenerate
         )
+        if self.webhook_url:
+            for name in webhooks.SYSTEMS:
+                if name in self.systems:
+                    url = f"{self.webhook_url}/{name}"
+                    self.senders[name] = webhooks.WebhookSender(name, url, self.webhook_secrets[name]).start()
         self.apps = {name: self._create_app(name, self._data) for name in self.systems}
         try:
             for name in self.systems:
@@ -151,6 +163,9 @@ class DemoSystems:
         self._close()
 
     def _close(self) -> None:
+        for sender in self.senders.values():
+            sender.stop()  # after the servers: their last events are still delivered (flush_timeout)
+        self.senders.clear()
         for sock in self._sockets.values():
             sock.close()
         self._sockets.clear()
@@ -183,7 +198,7 @@ class DemoSystems:
                 data.sales_db,
                 api_keys=[self.sales_api_key],
                 in_memory=self.in_memory,
-                on_change=self.on_change.get("sales"),
+                on_change=self._hook("sales"),
             )
         if name == "support":
             return support.create_app(
@@ -191,7 +206,7 @@ class DemoSystems:
                 tokens=[self.support_token],
                 rate=self.support_rate,
                 in_memory=self.in_memory,
-                on_change=self.on_change.get("support"),
+                on_change=self._hook("support"),
             )
         return contracts.create_app(
             data.contracts_db,
@@ -200,6 +215,18 @@ class DemoSystems:
             latency_ms=self.contracts_latency_ms,
             in_memory=self.in_memory,
         )
+
+    def _hook(self, name: str) -> ChangeHook | None:
+        """``on_change`` and the webhook sender, both when both are set."""
+        hooks = [hook for hook in (self.on_change.get(name), self.senders.get(name)) if hook is not None]
+        if len(hooks) <= 1:
+            return hooks[0] if hooks else None
+
+        def both(event: dict[str, Any]) -> None:
+            for hook in hooks:
+                hook(event)
+
+        return both
 
     # -- where and how to call --
 
@@ -315,6 +342,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--contracts-user", default=contracts.DEFAULT_USER)
     p.add_argument("--contracts-password", default=contracts.DEFAULT_PASSWORD)
     p.add_argument("--access-log", action="store_true", help="log every call")
+    p.add_argument(
+        "--webhook-url",
+        default=None,
+        help="POST sales and support change events to URL/sales and URL/support"
+        " (e.g. http://127.0.0.1:8000/hooks, the gateway's receivers)",
+    )
+    p.add_argument("--sales-webhook-secret", default=webhooks.DEFAULT_SECRETS["sales"])
+    p.add_argument("--support-webhook-secret", default=webhooks.DEFAULT_SECRETS["support"])
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.access_log else logging.WARNING, format="%(message)s")
 
@@ -334,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         contracts_password=args.contracts_password,
         support_rate=args.support_rate,
         in_memory=args.in_memory,
+        webhook_url=args.webhook_url,
+        webhook_secrets={"sales": args.sales_webhook_secret, "support": args.support_webhook_secret},
         access_log=args.access_log,
     )
     print(f"Preparing {args.customers} customers (seed {args.seed}) in {args.data_dir} ...", flush=True)
@@ -355,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" paged tickets {ex.paged_tickets}, confidential contract {ex.confidential_contract}"
     )
     print("Control (no auth): GET /_demo/stats, POST /_demo/stats/reset, GET|POST /_demo/faults")
+    if demo.webhook_url:
+        print(f"Change events: POSTed to {demo.webhook_url}/sales and {demo.webhook_url}/support (signed)")
     print("Ctrl-C to stop.", flush=True)
 
     def on_term(signum: int, frame: FrameType | None) -> None:

@@ -12,8 +12,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from graphql import GraphQLError
 from graphql.validation import MaxIntrospectionDepthRule
+from opentelemetry.sdk.trace.export import SpanExporter
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -26,16 +29,23 @@ from policies import Policy, PolicyHolder, policy_path
 from policies.guard import Guard
 from schema import build_schema
 from schema.context import RequestContext
-from schema.errors import formatted_errors
+from schema.errors import INTERNAL_MESSAGE, GraphError, formatted_errors
 from schema.loaders import Loaders, Upstreams
 
+from .auditing import audit_entries
 from .auth import Authenticator, AuthError
 from .cache import EntityCache, parse_ttls
+from .events import LiveUpdates
+from .events.websocket import LiveTransportWSHandler, live_context, on_connect
 from .http import GraphQLOverHTTP
 from .limits import LimitsExtension, RequestLimits
+from .observability import Metrics, RequestIdMiddleware, metrics_endpoint
 from .persisted import PersistedQueries
+from .pool import PoolService
 from .ratelimit import build_limiter
 from .settings import Settings, SettingsError, load_settings
+from .store import AccessRequests, AuditLog, Database, StoreUnavailable
+from .tracing import TracingMiddleware, build_provider, trace_upstreams
 from .upstreams import build_upstreams
 
 log = logging.getLogger("customer_graph.gateway")
@@ -54,18 +64,20 @@ def request_id_from(headers: Any) -> str:
 class GraphView(GraphQLOverHTTP):
     """Strawberry's ASGI view, with our context, error shape and JSON encoder (HTTP rules: http.py)."""
 
+    # WebSocket: graphql-transport-ws only, subscriptions only, a context per operation (events/websocket.py)
+    graphql_transport_ws_handler_class = LiveTransportWSHandler
+
     def __init__(self, gateway: Gateway) -> None:
         settings = gateway.settings
         super().__init__(gateway.schema, graphql_ide="graphiql" if settings.graphiql else None)
         self.gateway = gateway
+        self.protocols = ("graphql-transport-ws",)
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> RequestContext:
         gateway = self.gateway
         request_id = request_id_from(request.headers)
-        if isinstance(response, Response):
-            response.headers["X-Request-Id"] = request_id
         principal = None
         auth_error = None
         try:
@@ -73,23 +85,45 @@ class GraphView(GraphQLOverHTTP):
         except AuthError as exc:
             auth_error = str(exc)
         policy = gateway.current_policy()
-        return RequestContext(
+        context = RequestContext(
             loaders=Loaders(gateway.upstreams, gateway.cache),
             cache=gateway.cache,
+            pool=gateway.pool,
             principal=principal,
             guard=Guard(policy, principal) if principal is not None else None,
             request_id=request_id,
             now=datetime.now(UTC),
             max_first=gateway.settings.max_first,
             auth_error=auth_error,
+            access=gateway.access,
+            audit_log=gateway.audit,
+            grant_lookup=gateway.access.active_grants,
         )
+        if isinstance(request, WebSocket):
+            context = live_context(context, gateway.live, request.headers.get("authorization"))
+        request.state.graph_context = context
+        return context
+
+    async def on_ws_connect(self, context: RequestContext) -> Any:
+        """``connection_init``: its payload's ``Authorization`` replaces the upgrade request's."""
+        return await on_connect(self.gateway, context)
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        context: RequestContext | None = getattr(request.state, "graph_context", None)
+        if context is not None and not await self.gateway.record_audit(context):
+            # Fail closed: nothing that could not be audited leaves (policy.md, Audit).
+            error = GraphQLError(INTERNAL_MESSAGE, original_error=GraphError(INTERNAL_MESSAGE))
+            return {"data": None, "errors": formatted_errors([error])}  # type: ignore[typeddict-item]
         response: dict[str, Any] = {"data": result.data}
         if result.errors:
             response["errors"] = formatted_errors(result.errors)
-        if result.extensions:
-            response["extensions"] = result.extensions
+        extensions = dict(result.extensions or {})
+        if context is not None:
+            sources = context.loaders.sources.status
+            if any(status != "ok" for status in sources.values()):
+                extensions["sources"] = dict(sources)  # a degraded answer says which system failed how
+        if extensions:
+            response["extensions"] = extensions
         return response  # type: ignore[return-value]
 
     def encode_json(self, data: object) -> bytes:
@@ -99,14 +133,22 @@ class GraphView(GraphQLOverHTTP):
 class Gateway:
     """Everything one gateway process shares across requests."""
 
-    def __init__(self, settings: Settings, upstreams: Upstreams | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        upstreams: Upstreams | None = None,
+        span_exporter: SpanExporter | None = None,
+    ) -> None:
         self.settings = settings
+        self.tracing = build_provider(settings.tracing, span_exporter)
         self.authenticator = Authenticator(settings)
         # Request limits (gateway/limits.py): measured once per document, compared per caller.
         self.limits = RequestLimits(settings)
         self.rate_limiter = build_limiter(settings)
         self.persisted = PersistedQueries.from_settings(settings)
+        self.metrics = Metrics()
         extensions: list[Any] = [
+            self.metrics.graphql_extension(),
             lambda: LimitsExtension(self.limits),
             lambda: AddValidationRules([MaxIntrospectionDepthRule]),
         ]
@@ -119,7 +161,29 @@ class Gateway:
             ttls = parse_ttls(settings.cache_ttls)
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
-        self.cache = EntityCache(ttls) if settings.cache else None
+        self.cache = EntityCache(ttls, observer=self.metrics.cache_result) if settings.cache else None
+        # The gateway's own database: the audit trail and access requests (gateway/store).
+        self.database = Database(settings.database_url or None)
+        self.audit = AuditLog(self.database)
+        self.access = AccessRequests(self.database, self.policies, audit=self.audit)
+        # The public pool (gateway/pool): its history database opens on first use; the sweep is
+        # scheduled by start(). Live updates subscribe with ``gateway.pool.on_pool_event(callback)``.
+        self.pool = PoolService.from_settings(
+            settings,
+            lambda: self.upstreams.sales,
+            database=self.database,
+            audit=self.audit,
+            evict=self._evict_customer if self.cache else None,
+        )
+        # Live updates (gateway/events): webhooks and the register's poll in, subscriptions out.
+        self.live = LiveUpdates(
+            settings,
+            upstreams=lambda: self.upstreams,
+            policy=self.current_policy,
+            cache=self.cache,
+            database=self.database,
+        )
+        self.pool.on_pool_event(self.live.pool_event)
 
     def current_policy(self) -> Policy:
         """The policy in force; a changed file is picked up here (a bad one is logged and ignored)."""
@@ -142,28 +206,78 @@ class Gateway:
     def upstreams(self) -> Upstreams:
         if self._upstreams is None:
             self._upstreams = build_upstreams(self.settings)
+            connectors = (self._upstreams.sales, self._upstreams.support, self._upstreams.contracts)
+            for connector in connectors:
+                self.metrics.watch(connector)
+            if self.tracing is not None:
+                trace_upstreams(self.tracing, connectors)
         return self._upstreams
 
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Each system reachable (one quick health call each) and its circuit's state."""
+        upstreams = self.upstreams
+        connectors = (upstreams.sales, upstreams.support, upstreams.contracts)
+        healthy = await asyncio.gather(*(c.health(timeout=1.0) for c in connectors))
+        systems = {
+            c.system.value: {"reachable": ok, "circuit": c.status()["breaker"]}
+            for c, ok in zip(connectors, healthy, strict=True)
+        }
+        return all(healthy), {"systems": systems}
+
+    async def record_audit(self, context: RequestContext) -> bool:
+        """Write the request's audit records before its answer leaves; False when the store failed."""
+        entries = audit_entries(context, context.operation_name, context.operation_type)
+        if not entries:
+            return True
+        try:
+            await self.audit.record(entries)
+        except StoreUnavailable:
+            log.error("audit store unavailable: the answer is withheld", extra={"records": len(entries)})
+            return False
+        return True
+
     async def start(self) -> None:
-        """Connect what needs the event loop: the cache's invalidation channel (with CG_REDIS_URL)."""
+        """Migrate the database; connect the cache's invalidation channel (with CG_REDIS_URL)."""
+        await self.database.migrate()
         if self.cache is not None and self.settings.redis_url:
             await self.cache.connect(self.settings.redis_url)
+        await self.live.start()
+        self.pool.start()
+
+    def _evict_customer(self, account_no: str) -> None:
+        if self.cache is not None:
+            self.cache.evict_customer(account_no)
 
     async def aclose(self) -> None:
+        if self.tracing is not None:
+            self.tracing.shutdown()
+        await self.live.aclose()
+        await self.pool.aclose()
         await self.rate_limiter.aclose()
         if self.cache is not None:
             await self.cache.aclose()
         if self._upstreams is not None:
             await self._upstreams.aclose()
             self._upstreams = None
+        await self.audit.aclose()
+        await self.database.aclose()
 
 
-def create_app(settings: Settings, upstreams: Upstreams | None = None) -> Starlette:
-    gateway = Gateway(settings, upstreams)
+def create_app(
+    settings: Settings, upstreams: Upstreams | None = None, *, span_exporter: SpanExporter | None = None
+) -> Starlette:
+    gateway = Gateway(settings, upstreams, span_exporter)
     view = GraphView(gateway)
 
     async def healthz(request: Request) -> Response:
+        """Alive: the process answers. (``/readyz`` says whether it can serve.)"""
         return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        ready, details = await gateway.readiness()
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", **details}, status_code=200 if ready else 503
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -175,15 +289,23 @@ def create_app(settings: Settings, upstreams: Upstreams | None = None) -> Starle
         finally:
             await gateway.aclose()
 
+    middleware = [Middleware(RequestIdMiddleware, deadline=settings.request_deadline)]
+    if gateway.tracing is not None:  # inside the request id: the span carries it
+        middleware.append(Middleware(TracingMiddleware, tracer=gateway.tracing.get_tracer("customer_graph")))
     app = Starlette(
         routes=[
             Route("/graphql", view),  # every method: the view answers 405 itself, in JSON
             WebSocketRoute("/graphql", view),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *gateway.live.routes(),  # POST /hooks/sales, /hooks/support
         ],
+        middleware=middleware,
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    app.state.metrics = gateway.metrics
     return app
 
 

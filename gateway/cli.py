@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
+from .observability import configure_logging
 from .settings import SettingsError, load_settings
 
 
@@ -84,6 +84,24 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return commands[args.action](args.args)
 
 
+def cmd_pool(args: argparse.Namespace) -> int:
+    from .pool.cli import sweep_main
+
+    return sweep_main(args.args, config=args.config)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .store.cli import audit_export_main, audit_verify_main
+
+    return {"export": audit_export_main, "verify": audit_verify_main}[args.action](args.args)
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from .store.cli import db_upgrade_main
+
+    return db_upgrade_main(args.args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="customer-graph", description=__doc__)
     parser.add_argument("--config", help="TOML config file (default: $CG_CONFIG); CG_* variables win")
@@ -123,12 +141,34 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("action", choices=["check", "explain", "table"])
     policy.add_argument("args", nargs=argparse.REMAINDER, help="see 'customer-graph policy ACTION --help'")
     policy.set_defaults(func=cmd_policy)
+
+    pool = sub.add_parser(
+        "pool",
+        help="the public pool: run one recycling sweep now",
+        description="pool sweep [--dry-run] [--database-url URL]",
+    )
+    pool.add_argument("action", choices=["sweep"])
+    pool.add_argument("args", nargs=argparse.REMAINDER, help="see 'customer-graph pool sweep --help'")
+    pool.set_defaults(func=cmd_pool)
+
+    audit = sub.add_parser(
+        "audit",
+        help="export the audit trail, or verify its hash chain",
+        description="audit export --since ISO --format jsonl|csv [--output FILE] | audit verify",
+    )
+    audit.add_argument("action", choices=["export", "verify"])
+    audit.add_argument("args", nargs=argparse.REMAINDER, help="see 'customer-graph audit ACTION --help'")
+    audit.set_defaults(func=cmd_audit)
+
+    db = sub.add_parser("db", help="the gateway's database: 'db upgrade' applies the migrations")
+    db.add_argument("action", choices=["upgrade"])
+    db.add_argument("args", nargs=argparse.REMAINDER)
+    db.set_defaults(func=cmd_db)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("CG_LOG_LEVEL", "INFO"), format="%(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging(os.environ.get("CG_LOG_LEVEL", "INFO"))
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

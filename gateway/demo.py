@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 
 import httpx
 
 from demo.servers import DemoSystems
+from demo.webhooks import DEFAULT_SECRETS
 
 from .auth import issue_token
 from .settings import Settings, load_settings
@@ -66,13 +68,29 @@ def run_demo(*, customers: int, seed: int, port: int | None, config: str | None)
     from .app import create_app
 
     settings = load_settings(config)
-    systems = DemoSystems(customers=customers, seed=seed)
+    port = port or settings.port
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the database's migrations, not news here
+    # The demo systems POST their change events to the gateway's receivers (live updates).
+    hooks_host = "127.0.0.1" if settings.host in ("", "0.0.0.0", "::") else settings.host
+    hooks_host = f"[{hooks_host}]" if ":" in hooks_host else hooks_host
+    secrets = {
+        "sales": settings.sales_webhook_secret or DEFAULT_SECRETS["sales"],
+        "support": settings.support_webhook_secret or DEFAULT_SECRETS["support"],
+    }
+    systems = DemoSystems(
+        customers=customers,
+        seed=seed,
+        webhook_url=f"http://{hooks_host}:{port}/hooks",
+        webhook_secrets=secrets,
+    )
     print(f"Generating or loading {customers} demo customers (seed {seed}) and starting the systems...")
     systems.start()
     try:
         settings = replace(
             settings,
-            port=port or settings.port,
+            port=port,
+            sales_webhook_secret=secrets["sales"],
+            support_webhook_secret=secrets["support"],
             sales_url=systems.sales_url,
             sales_api_key=systems.sales_api_key,
             support_url=systems.support_url,
@@ -93,6 +111,16 @@ def run_demo(*, customers: int, seed: int, port: int | None, config: str | None)
             print(f'\n  {role}:\n  {{"Authorization": "Bearer {token}"}}')
         print(
             "\n  Try:  { customers(first: 5) { edges { node { id accountNo name phone lastContactAt } } } }"
+        )
+        pool = systems.examples().pool
+        print("\n  Live updates: in GraphiQL (with the sales_rep token, say) subscribe to")
+        print("    subscription { myCustomersChanged { kind system at")
+        print("                   customer { accountNo name title phone } } }")
+        print("  then change a customer in the demo sales system (a pool customer here) and watch it arrive:")
+        print(
+            f"    curl -X PATCH {systems.sales_url}/api/v1/accounts/{pool}"
+            f" -H 'X-Api-Key: {systems.sales_api_key}' -H 'Content-Type: application/json'"
+            """ -d '{"title": "Head of Purchasing"}'"""
         )
         print("  Ctrl-C stops everything.\n", flush=True)
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")

@@ -361,7 +361,7 @@ def configure_logging(level: int | str = "INFO", stream: IO[str] | None = None) 
     setattr(handler, _HANDLER_MARK, True)
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "uvicorn.access"):
+    for noisy in ("httpx", "httpcore", "uvicorn.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     graphql = logging.getLogger("strawberry.execution")
     if not any(isinstance(f, _RedactGraphQLErrors) for f in graphql.filters):

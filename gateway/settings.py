@@ -28,9 +28,15 @@ class Settings:
     contracts_user: str = ""
     contracts_password: str = ""
 
-    upstream_timeout: float = 3.0  # seconds, per upstream call
-    upstream_max_connections: int = 20  # per system
-    contracts_max_in_flight: int = 4
+    upstream_timeout: float = 3.0  # seconds, per upstream attempt
+    request_deadline: float = 5.0  # seconds: bounds a request's total upstream time, retries included
+    retry_attempts: int = 3  # per upstream call (reads; writes only with an idempotency key)
+    breaker_failures: int = 5  # consecutive failed calls that open a system's circuit
+    breaker_cooldown: float = 10.0  # seconds open before one probe call may close it again
+    sales_max_in_flight: int = 16  # calls in flight per system, whatever the traffic at the gateway
+    support_max_in_flight: int = 16
+    contracts_max_in_flight: int = 4  # the register's contract: at most 4 per client
+    support_max_rate: float = 45.0  # calls/s to the helpdesk (its RATE; the demo's is 50); 0 = unbounded
 
     jwt_secret: str = ""
     jwt_jwks_url: str = ""
@@ -65,6 +71,27 @@ class Settings:
     # resource as "orders=30,contracts=600" (defaults in gateway.cache.CACHE_TTLS).
     cache: bool = True
     cache_ttls: str = ""
+
+    tracing: str = "off"  # "off" | "console" | "otlp" (endpoint: OTEL_EXPORTER_OTLP_ENDPOINT)
+
+    # The gateway's own database (gateway/store): empty = the SQLite file var/gateway.db.
+    database_url: str = ""
+
+    # The public pool (gateway/pool): claim rules, auto-recycling and its scheduled sweep.
+    pool_max_owned: int = 50  # customers one sales rep may own
+    pool_cooldown_days: float = 30.0  # a rep cannot claim again what it released or lost this recently
+    pool_recycle_after_days: float = 90.0  # no activity by the owner this long: back to the pool
+    pool_warn_days: float = 7.0  # warn the owner this long before (recycleAt, an event)
+    pool_protection_days: float = 14.0  # never recycled this soon after it was claimed / assigned
+    pool_sweep_interval: float = 3600.0  # seconds between sweeps inside the gateway; 0 = none
+
+    # Live updates (gateway/events): signed webhooks from sales and support (empty secret: that
+    # receiver answers 404), the register polled for changes, subscriptions over WebSocket.
+    sales_webhook_secret: str = ""  # HMAC-SHA256 key of X-Sales-Signature (POST /hooks/sales)
+    support_webhook_secret: str = ""  # HMAC-SHA256 key of X-Helpdesk-Signature (POST /hooks/support)
+    contracts_poll_interval: float = 60.0  # seconds between the register's updated_since polls; 0 = none
+    live_queue_size: int = 100  # changes queued per subscriber; a slower one loses the oldest
+    events_retention_days: float = 7.0  # published events kept (the window in which repeats are known)
 
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -157,6 +184,8 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
     if settings.environment not in {"development", "production"}:
         raise SettingsError("environment: expected 'development' or 'production'")
     _check_request_limits(settings)
+    _check_pool(settings)
+    _check_live(settings)
     return settings
 
 
@@ -175,3 +204,25 @@ def _check_request_limits(settings: Settings) -> None:
         for role, number in getattr(settings, name).items():
             if number < 1:
                 raise SettingsError(f"{name}: {role} must be at least 1")
+
+
+def _check_pool(settings: Settings) -> None:
+    if settings.pool_max_owned < 1:
+        raise SettingsError("pool_max_owned: must be at least 1")
+    for name in (
+        "pool_cooldown_days",
+        "pool_recycle_after_days",
+        "pool_warn_days",
+        "pool_protection_days",
+        "pool_sweep_interval",
+    ):
+        if getattr(settings, name) < 0:
+            raise SettingsError(f"{name}: must not be negative")
+
+
+def _check_live(settings: Settings) -> None:
+    if settings.live_queue_size < 1:
+        raise SettingsError("live_queue_size: must be at least 1")
+    for name in ("contracts_poll_interval", "events_retention_days"):
+        if getattr(settings, name) < 0:
+            raise SettingsError(f"{name}: must not be negative")

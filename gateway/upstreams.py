@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from connectors.base import ConnectorOptions
 from connectors.contracts import ContractsConnector
 from connectors.sales import SalesConnector
 from connectors.support import SupportConnector
@@ -10,22 +11,25 @@ from schema.loaders import Upstreams
 from .settings import Settings
 
 
+def _options(settings: Settings, max_in_flight: int, max_rate: float | None = None) -> ConnectorOptions:
+    return {
+        "timeout": settings.upstream_timeout,
+        "max_attempts": settings.retry_attempts,
+        "breaker_failures": settings.breaker_failures,
+        "breaker_cooldown": settings.breaker_cooldown,
+        "max_in_flight": max_in_flight,
+        "max_rate": max_rate,
+    }
+
+
 def build_upstreams(settings: Settings) -> Upstreams:
-    timeout = settings.upstream_timeout
-    pool = settings.upstream_max_connections
+    s = settings
     return Upstreams(
-        sales=SalesConnector(
-            settings.sales_url, settings.sales_api_key, timeout=timeout, max_connections=pool
-        ),
+        sales=SalesConnector(s.sales_url, s.sales_api_key, **_options(s, s.sales_max_in_flight)),
         support=SupportConnector(
-            settings.support_url, settings.support_token, timeout=timeout, max_connections=pool
+            s.support_url, s.support_token, **_options(s, s.support_max_in_flight, s.support_max_rate or None)
         ),
         contracts=ContractsConnector(
-            settings.contracts_url,
-            settings.contracts_user,
-            settings.contracts_password,
-            timeout=timeout,
-            max_connections=pool,
-            max_in_flight=settings.contracts_max_in_flight,
+            s.contracts_url, s.contracts_user, s.contracts_password, **_options(s, s.contracts_max_in_flight)
         ),
     )

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
+from .access import AccessMutation, AccessQuery
+from .context import RequestContext
 from .customer import Customer
 from .errors import is_internal
+from .live import StreamErrors, Subscription
 from .mutations import Mutation
+from .pool import PoolMutation, PoolQuery
 from .query import Query
 from .scalars import SCALAR_MAP
 
@@ -37,16 +43,31 @@ class GraphSchema(strawberry.Schema):
                 )
 
 
+class OperationFacts(SchemaExtension):
+    """Once per operation: its name and type onto the request context (for the audit trail)."""
+
+    def on_execute(self) -> Iterator[None]:
+        execution = self.execution_context
+        context = execution.context
+        if isinstance(context, RequestContext):
+            context.operation_name = execution.operation_name
+            context.operation_type = execution.operation_type.value
+        yield
+
+
 def build_schema(*, document_cache_size: int = 1000, extensions: list[Any] | None = None) -> GraphSchema:
     """The schema, with parsed and validated documents cached across requests."""
     return GraphSchema(
-        query=Query,
-        mutation=Mutation,
+        query=merge_types("Query", (Query, PoolQuery, AccessQuery)),
+        mutation=merge_types("Mutation", (Mutation, PoolMutation, AccessMutation)),
+        subscription=Subscription,
         types=[Customer],
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
         extensions=[
             lambda: ParserCache(maxsize=document_cache_size),
             lambda: ValidationCache(maxsize=document_cache_size),
+            StreamErrors,  # WebSocket results: errors in the documented shape
+            OperationFacts,
             *(extensions or []),
         ],
     )

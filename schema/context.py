@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from policies.guard import Guard
 from policies.principal import Principal
 
 from .errors import Unauthenticated
 from .loaders import Loaders
+
+if TYPE_CHECKING:
+    from .pool import PoolPort
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,11 @@ class RequestContext:
     auth_error: str | None = None  # why a token that was sent was refused
     grant_lookup: GrantLookup | None = None
     cache: Evictor | None = None
+    operation_name: str | None = None  # set when execution starts (OperationFacts)
+    operation_type: str = "query"
+    access: object | None = None  # gateway.store.AccessRequests, when the gateway has a database
+    audit_log: object | None = None  # gateway.store.AuditLog
+    pool: PoolPort | None = None  # the public pool's rules and history (gateway/pool)
     writes: list[WriteRecord] = field(default_factory=list)
     extensions: dict[str, object] = field(default_factory=dict)
 

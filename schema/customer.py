@@ -193,6 +193,18 @@ class Customer(Node):
     async def last_contact_at(self, info: strawberry.Info) -> datetime | None:
         return await self._last_contact(_context(info))
 
+    @strawberry.field(
+        description="When the customer goes back to the public pool unless its owner logs an activity "
+        "first (its owner's last activity, or when it got the customer, + 90 days; never within 14 days "
+        "of getting it — the pool settings). Null in the pool."
+    )
+    async def recycle_at(self, info: strawberry.Info) -> datetime | None:
+        context = _context(info)
+        if context.pool is None or self.account.owner_id is None:
+            return None
+        activities = await context.loaders.activities.load(self.account_no)
+        return context.pool.recycle_at(self.account, activities, context.now)
+
     @strawberry.field(description="No contact in the last 365 days.")
     async def dormant(self, info: strawberry.Info) -> bool:
         context = _context(info)

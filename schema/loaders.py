@@ -15,7 +15,7 @@ from typing import Protocol, TypeVar
 from aiodataloader import DataLoader
 
 from connectors.contracts import ContractsConnector
-from connectors.errors import UpstreamNotFound
+from connectors.errors import UpstreamNotFound, UpstreamUnavailable
 from connectors.models import (
     Account,
     Activity,
@@ -25,6 +25,7 @@ from connectors.models import (
     Payment,
     SalesUser,
     Satisfaction,
+    System,
     Ticket,
     TicketDetail,
 )
@@ -32,6 +33,7 @@ from connectors.sales import SalesConnector
 from connectors.support import SupportConnector
 
 K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
 V = TypeVar("V")
 
 
@@ -49,16 +51,47 @@ class Upstreams:
         await self.contracts.aclose()
 
 
+class Sources:
+    """How each system fared in one request: ``ok`` or the failure kind (``timeout``, ``circuit_open``…),
+    for the response's ``extensions.sources``. A failure is never overwritten by a later success."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, str] = {}
+
+    def ok(self, system: System) -> None:
+        self.status.setdefault(system.value, "ok")
+
+    def failed(self, system: System, kind: str) -> None:
+        self.status[system.value] = kind
+
+    async def track(self, system: System, call: Awaitable[T]) -> T:
+        try:
+            result = await call
+        except UpstreamUnavailable as exc:
+            self.failed(system, exc.kind)
+            raise
+        self.ok(system)
+        return result
+
+
 class Loader(DataLoader[K, V]):
     """A typed DataLoader over a batch function that answers a mapping (missing keys → default)."""
 
-    def __init__(self, fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]], default: V) -> None:
+    def __init__(
+        self,
+        fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]],
+        default: V,
+        system: System,
+        sources: Sources,
+    ) -> None:
         super().__init__(batch_load_fn=self._batch)
         self._fetch = fetch
         self._default = default
+        self._system = system
+        self._sources = sources
 
     async def _batch(self, keys: list[K]) -> list[V]:
-        found = await self._fetch(keys)
+        found = await self._sources.track(self._system, self._fetch(keys))
         default = self._default
         return [found.get(key, default) for key in keys]
 
@@ -84,26 +117,46 @@ class Loaders:
 
     def __init__(self, upstreams: Upstreams, cache: EntityCacheLike | None = None) -> None:
         self.upstreams = upstreams
+        self.sources = sources = Sources()
         c = cache or _NoCache()
         sales, support, contracts = upstreams.sales, upstreams.support, upstreams.contracts
-        self.account: Loader[str, Account | None] = Loader(c.wrap("account", sales.accounts), None)
-        self.orders: Loader[str, Sequence[Order]] = Loader(c.wrap("orders", sales.orders), ())
-        self.payments: Loader[str, Sequence[Payment]] = Loader(c.wrap("payments", sales.payments), ())
-        self.opportunities: Loader[str, Sequence[Opportunity]] = Loader(
-            c.wrap("opportunities", sales.opportunities), ()
+
+        def loader(
+            resource: str, fetch: Callable[[list[str]], Awaitable[Mapping[str, V]]], default: V
+        ) -> Loader[str, V]:
+            system = _SYSTEM_OF[resource]
+            return Loader(c.wrap(resource, fetch), default, system, sources)
+
+        self.account: Loader[str, Account | None] = loader("account", sales.accounts, None)
+        self.orders: Loader[str, Sequence[Order]] = loader("orders", sales.orders, ())
+        self.payments: Loader[str, Sequence[Payment]] = loader("payments", sales.payments, ())
+        self.opportunities: Loader[str, Sequence[Opportunity]] = loader(
+            "opportunities", sales.opportunities, ()
         )
-        self.activities: Loader[str, Sequence[Activity]] = Loader(c.wrap("activities", sales.activities), ())
-        self.user: Loader[str, SalesUser | None] = Loader(c.wrap("user", sales.users), None)
-        self.tickets: Loader[str, Sequence[Ticket]] = Loader(c.wrap("tickets", support.tickets), ())
-        self.satisfaction: Loader[str, Satisfaction | None] = Loader(
-            c.wrap("satisfaction", support.satisfaction), None
+        self.activities: Loader[str, Sequence[Activity]] = loader("activities", sales.activities, ())
+        self.user: Loader[str, SalesUser | None] = loader("user", sales.users, None)
+        self.tickets: Loader[str, Sequence[Ticket]] = loader("tickets", support.tickets, ())
+        self.satisfaction: Loader[str, Satisfaction | None] = loader(
+            "satisfaction", support.satisfaction, None
         )
-        self.ticket_detail: Loader[str, TicketDetail | None] = Loader(
-            c.wrap("ticket_detail", _ticket_details(support)), None
+        self.ticket_detail: Loader[str, TicketDetail | None] = loader(
+            "ticket_detail", _ticket_details(support), None
         )
-        self.contracts: Loader[str, Sequence[Contract]] = Loader(
-            c.wrap("contracts", contracts.contracts_many), ()
-        )
+        self.contracts: Loader[str, Sequence[Contract]] = loader("contracts", contracts.contracts_many, ())
+
+
+_SYSTEM_OF = {
+    "account": System.SALES,
+    "orders": System.SALES,
+    "payments": System.SALES,
+    "opportunities": System.SALES,
+    "activities": System.SALES,
+    "user": System.SALES,
+    "tickets": System.SUPPORT,
+    "satisfaction": System.SUPPORT,
+    "ticket_detail": System.SUPPORT,
+    "contracts": System.CONTRACTS,
+}
 
 
 def _ticket_details(

@@ -6,7 +6,9 @@ streams by account number; its cursor holds one offset per stream. A stream's wi
 ``[offset, offset+first)`` is read with one call when some page size up to the system's maximum
 (200) holds it, else two. A stream with a condition the sales API cannot express (``inPool: false``,
 a search the caller may only partly see) is scanned forward in full pages, a bounded number of
-pages per request.
+pages per request. A condition that needs other data per account (``dormant``: activities, tickets,
+contracts) is a ``select``: an async batch predicate, asked per chunk of up to 100 scanned accounts
+(the sales batch limit), so a page costs a few batched calls rather than one per account.
 """
 
 from __future__ import annotations
@@ -14,23 +16,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from connectors.models import Account, AccountPage
+from connectors.models import Account, AccountPage, System
 
 from .errors import BadUserInput
 from .loaders import Loaders
 
 MAX_PER_PAGE = 200
 MAX_SCAN_PAGES = 10
+SELECT_CHUNK = 100  # accounts per ``select`` call
 
 Predicate = Callable[[Account], bool]
+BatchPredicate = Callable[[Sequence[Account]], Awaitable[Sequence[bool]]]
 
 
 @dataclass(frozen=True, slots=True)
 class Stream:
-    """One upstream list query; ``keep`` is a condition applied here while scanning."""
+    """One upstream list query; ``keep`` and ``select`` are conditions applied here while scanning."""
 
     region: str | None = None
     status: str | None = None
@@ -38,6 +42,7 @@ class Stream:
     unowned: bool | None = None
     q: str | None = None
     keep: Predicate | None = None
+    select: BatchPredicate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +86,7 @@ def _page_size_for(offset: int, first: int) -> int | None:
 
 
 async def _page(loaders: Loaders, stream: Stream, page: int, per_page: int) -> AccountPage:
-    return await loaders.upstreams.sales.list_accounts(
+    call = loaders.upstreams.sales.list_accounts(
         page=page,
         per_page=per_page,
         region=stream.region,
@@ -90,11 +95,12 @@ async def _page(loaders: Loaders, stream: Stream, page: int, per_page: int) -> A
         unowned=stream.unowned,
         q=stream.q,
     )
+    return await loaders.sources.track(System.SALES, call)
 
 
 async def _window(loaders: Loaders, stream: Stream, offset: int, first: int) -> Window:
-    if stream.keep is not None:
-        return await _scan(loaders, stream, stream.keep, offset, first)
+    if stream.keep is not None or stream.select is not None:
+        return await _scan(loaders, stream, offset, first)
     size = _page_size_for(offset, first)
     if size is not None:
         starts = [(offset // size) * size]
@@ -119,7 +125,8 @@ async def _window(loaders: Loaders, stream: Stream, offset: int, first: int) -> 
     return Window(accounts=accounts, next_offset=end, exhausted=end >= total, total=total)
 
 
-async def _scan(loaders: Loaders, stream: Stream, keep: Predicate, offset: int, first: int) -> Window:
+async def _scan(loaders: Loaders, stream: Stream, offset: int, first: int) -> Window:
+    keep, select = stream.keep, stream.select
     accounts: list[tuple[int, Account]] = []
     position = offset
     total = offset + 1
@@ -131,14 +138,24 @@ async def _scan(loaders: Loaders, stream: Stream, keep: Predicate, offset: int, 
         if not page.accounts:
             position = total
             break
-        for index, account in enumerate(page.accounts, (page.page - 1) * MAX_PER_PAGE):
-            if index < position:
-                continue
-            position = index + 1
-            if keep(account):
-                accounts.append((index, account))
-                if len(accounts) >= first:
-                    break
+        start = (page.page - 1) * MAX_PER_PAGE
+        rest = [(i, a) for i, a in enumerate(page.accounts, start) if i >= position]
+        step = SELECT_CHUNK if select is not None else max(len(rest), 1)
+        for low in range(0, len(rest), step):
+            chunk = rest[low : low + step]
+            wanted = [keep is None or keep(account) for _, account in chunk]
+            if select is not None:
+                asked = [account for (_, account), ok in zip(chunk, wanted, strict=True) if ok]
+                answers = iter(await select(asked) if asked else ())
+                wanted = [ok and next(answers) for ok in wanted]
+            for (index, account), ok in zip(chunk, wanted, strict=True):
+                position = index + 1
+                if ok:
+                    accounts.append((index, account))
+                    if len(accounts) >= first:
+                        break
+            if len(accounts) >= first:
+                break
     return Window(accounts=accounts, next_offset=position, exhausted=position >= total, total=None)
 
 

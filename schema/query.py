@@ -12,6 +12,7 @@ from policies.guard import Guard
 
 from .context import RequestContext
 from .customer import Customer, Node
+from .dormancy import dormancy_select
 from .enums import CustomerStatus, Region
 from .errors import BadUserInput
 from .ids import customer_key, decode_id
@@ -26,8 +27,9 @@ _PREFETCH = {
     "activities": "activities",
     "lastContactAt": "activities",
     "dormant": "activities",
+    "recycleAt": "activities",
 }
-_DERIVED = frozenset({"lastContactAt", "dormant"})  # computed for every role that sees the row
+_DERIVED = frozenset({"lastContactAt", "dormant", "recycleAt"})  # computed for every role that sees the row
 
 
 @strawberry.input(description="Narrows `customers`. Filters combine with AND.")
@@ -38,6 +40,11 @@ class CustomerFilter:
     in_pool: bool | None = None
     search: str | None = strawberry.field(
         default=None, description="Substring of the name, contact name or e-mail (case-insensitive)."
+    )
+    dormant: bool | None = strawberry.field(
+        default=None,
+        description="No contact in 365 days across all systems (see `Customer.dormant`). The gateway "
+        "decides it while scanning (totalCount null; at most 2,000 customers scanned per request).",
     )
 
 
@@ -179,6 +186,8 @@ class Query:
         if first < 0 or first > context.max_first:
             raise BadUserInput(f"'first' must be between 0 and {context.max_first}.")
         streams, disjoint = _streams(guard, filter)
+        if filter is not None and filter.dormant is not None:
+            streams = [replace(s, select=dormancy_select(context, filter.dormant)) for s in streams]
         offsets = decode_cursor(after, len(streams)) if after else [0] * len(streams)
         page = await fetch_page(context.loaders, streams, offsets, first, disjoint=disjoint)
         await context.load_grants([account.account_no for account in page.accounts])

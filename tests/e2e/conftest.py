@@ -4,6 +4,7 @@ through ``CG_*`` environment variables only."""
 from __future__ import annotations
 
 import base64
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -43,8 +44,14 @@ def examples(systems: DemoSystems) -> DemoExamples:
     return systems.examples()
 
 
+# The gateway's own database (audit trail, access requests, pool history) for this test session.
+DATABASE_DIR = tempfile.mkdtemp(prefix="cg-e2e-db-")
+DATABASE_URL = f"sqlite+aiosqlite:///{DATABASE_DIR}/gateway.db"
+
+
 def settings_for(systems: DemoSystems, **extra: str) -> Settings:
     environ = {
+        "CG_DATABASE_URL": DATABASE_URL,
         "CG_SALES_URL": systems.sales_url,
         "CG_SALES_API_KEY": systems.sales_api_key,
         "CG_SUPPORT_URL": systems.support_url,
@@ -55,6 +62,7 @@ def settings_for(systems: DemoSystems, **extra: str) -> Settings:
         "CG_JWT_SECRET": SECRET,
         "CG_CACHE": "false",  # most tests count upstream calls per request; test_cache.py turns it on
         "CG_RATE_LIMIT_PER_MINUTE": "0",  # one test caller sends more than a person; see test_request_limits.py
+        "CG_CONTRACTS_POLL_INTERVAL": "0",  # no register polls in the middle of counted calls
         **extra,
     }
     return load_settings(environ=environ)

@@ -1,0 +1,306 @@
+"""Access requests (ask for a field the policy masks or denies; an approver grants it for a while)
+and the audit log, for the roles the policy lets read it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import TYPE_CHECKING, Any, cast
+
+import strawberry
+
+from connectors import models
+from connectors.errors import UpstreamNotFound
+
+from .context import RequestContext
+from .errors import BadUserInput, Conflict, Forbidden, GraphError, NotFound
+from .ids import customer_key, encode_id
+
+if TYPE_CHECKING:
+    from gateway.store import AccessRequest as StoredRequest
+    from gateway.store import AccessRequests, AuditLog
+
+_CODES: dict[str, type[GraphError]] = {
+    "FORBIDDEN": Forbidden,
+    "NOT_FOUND": NotFound,
+    "BAD_USER_INPUT": BadUserInput,
+    "CONFLICT": Conflict,
+}
+_MAX_TTL_HOURS = 24 * 7
+
+
+def _context(info: strawberry.Info) -> RequestContext:
+    return cast(RequestContext, info.context)
+
+
+def _store(context: RequestContext) -> AccessRequests:
+    if context.access is None:
+        raise GraphError("Access requests are not available.")
+    return cast("AccessRequests", context.access)
+
+
+def _audit_context(context: RequestContext, operation: str) -> Any:
+    from gateway.store import AuditContext
+
+    return AuditContext(request_id=context.request_id, operation_name=operation)
+
+
+async def _call(coroutine: Any) -> Any:
+    """Run a store call; its refusals become the graph's error codes (already audited by the store)."""
+    from gateway.store import AccessRequestError, InvalidCursor
+
+    try:
+        return await coroutine
+    except AccessRequestError as exc:
+        raise _CODES.get(exc.code, GraphError)(exc.message) from None
+    except InvalidCursor:
+        raise BadUserInput("'after' is not a cursor from this list.") from None
+
+
+async def _account(context: RequestContext, account_no: str) -> models.Account:
+    try:
+        return await context.loaders.upstreams.sales.account(account_no)
+    except UpstreamNotFound:
+        raise NotFound("No such customer.") from None
+
+
+@strawberry.enum
+class AccessRequestStatus(Enum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+
+
+@strawberry.type(description="A request to see fields of one customer that the policy masks or denies.")
+class AccessRequest:
+    id: strawberry.ID
+    customer_id: strawberry.ID
+    account_no: str
+    fields: list[str]
+    reason: str
+    status: AccessRequestStatus
+    requester_id: str
+    created_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    expires_at: datetime | None = strawberry.field(description="When an approved grant ends.")
+
+    @classmethod
+    def of(cls, stored: StoredRequest) -> AccessRequest:
+        return cls(
+            id=strawberry.ID(stored.id),
+            customer_id=strawberry.ID(encode_id("Customer", stored.account_no)),
+            account_no=stored.account_no,
+            fields=list(stored.fields),
+            reason=stored.reason,
+            status=AccessRequestStatus(stored.status.value),
+            requester_id=stored.requester_sub,
+            created_at=stored.created_at,
+            decided_by=stored.decided_by,
+            decided_at=stored.decided_at,
+            expires_at=stored.expires_at,
+        )
+
+
+@strawberry.type
+class AccessRequestConnection:
+    nodes: list[AccessRequest]
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.input
+class RequestAccessInput:
+    customer_id: strawberry.ID
+    fields: list[str] = strawberry.field(description='Graph field names, e.g. ["phone", "payments"].')
+    reason: str
+
+
+@strawberry.input
+class DecideAccessRequestInput:
+    id: strawberry.ID
+    approve: bool
+    ttl_hours: int | None = strawberry.field(default=24, description="How long the grant lasts (≤ 168).")
+
+
+@strawberry.type
+class AccessRequestPayload:
+    access_request: AccessRequest
+
+
+@strawberry.type(description="One record of the audit trail.")
+class AuditRecord:
+    id: int
+    at: datetime
+    request_id: str
+    user_id: str
+    roles: list[str]
+    operation_name: str | None
+    operation_type: str
+    kind: str
+    customer_ids: list[str]
+    fields: strawberry.scalars.JSON
+    grant_id: str | None
+    before: strawberry.scalars.JSON | None
+    after: strawberry.scalars.JSON | None
+    detail: strawberry.scalars.JSON | None
+    hash: str
+
+
+@strawberry.type
+class AuditRecordConnection:
+    nodes: list[AuditRecord]
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.input
+class AuditLogFilter:
+    user_id: str | None = None
+    customer_id: strawberry.ID | None = None
+    kinds: list[str] | None = None
+    operation_name: str | None = None
+    request_id: str | None = None
+    grant_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@strawberry.type
+class AccessQuery:
+    @strawberry.field(description="Your requests (mine: true) or those you may decide (mine: false).")
+    async def access_requests(
+        self,
+        info: strawberry.Info,
+        mine: bool = True,
+        status: AccessRequestStatus | None = None,
+        first: int = 20,
+        after: str | None = None,
+    ) -> AccessRequestConnection:
+        from gateway.store import AccessRequestStatus as Stored
+
+        context = _context(info)
+        guard = context.require_guard()
+        if not 1 <= first <= context.max_first:
+            raise BadUserInput(f"'first' must be between 1 and {context.max_first}.")
+        page = await _call(
+            _store(context).list(
+                guard.principal,
+                mine=mine,
+                status=Stored(status.value) if status else None,
+                first=first,
+                after=after,
+                context=_audit_context(context, "accessRequests"),
+            )
+        )
+        return AccessRequestConnection(
+            nodes=[AccessRequest.of(r) for r in page.requests],
+            has_next_page=page.has_next_page,
+            end_cursor=page.end_cursor,
+        )
+
+    @strawberry.field(description="The audit trail, newest first (auditors and data stewards).")
+    async def audit_log(
+        self,
+        info: strawberry.Info,
+        filter: AuditLogFilter | None = None,
+        first: int = 50,
+        after: str | None = None,
+    ) -> AuditRecordConnection:
+        from gateway.store import AuditFilter, InvalidCursor
+
+        context = _context(info)
+        guard = context.require_guard()
+        decision = guard.policy.can_write(guard.principal, "readAuditLog")
+        if not decision.allowed:
+            raise Forbidden(f"Not allowed: {decision.rule}.")
+        if context.audit_log is None:
+            raise GraphError("The audit log is not available.")
+        if not 1 <= first <= 500:
+            raise BadUserInput("'first' must be between 1 and 500.")
+        f = filter or AuditLogFilter()
+        query = AuditFilter(
+            user_sub=f.user_id,
+            customer_id=customer_key(f.customer_id) if f.customer_id else None,
+            kinds=f.kinds,
+            operation_name=f.operation_name,
+            request_id=f.request_id,
+            grant_id=f.grant_id,
+            since=f.since,
+            until=f.until,
+        )
+        log = cast("AuditLog", context.audit_log)
+        try:
+            page = await log.query(query, first=first, after=after)
+        except InvalidCursor:
+            raise BadUserInput("'after' is not a cursor from this list.") from None
+        return AuditRecordConnection(
+            nodes=[
+                AuditRecord(
+                    id=r.id,
+                    at=r.at,
+                    request_id=r.request_id,
+                    user_id=r.user_sub,
+                    roles=list(r.roles),
+                    operation_name=r.operation_name,
+                    operation_type=r.operation_type,
+                    kind=r.kind,
+                    customer_ids=list(r.customer_ids),
+                    fields=cast(strawberry.scalars.JSON, dict(r.fields)),
+                    grant_id=r.grant_id,
+                    before=r.before,
+                    after=r.after,
+                    detail=cast(strawberry.scalars.JSON, dict(r.detail)) if r.detail is not None else None,
+                    hash=r.hash,
+                )
+                for r in page.records
+            ],
+            has_next_page=page.has_next_page,
+            end_cursor=page.end_cursor,
+        )
+
+
+@strawberry.type
+class AccessMutation:
+    @strawberry.mutation(description="Ask for fields of one customer that the policy masks or denies you.")
+    async def request_access(self, info: strawberry.Info, input: RequestAccessInput) -> AccessRequestPayload:
+        context = _context(info)
+        guard = context.require_guard()
+        account = await _account(context, customer_key(input.customer_id))
+        stored = await _call(
+            _store(context).request(
+                guard.principal,
+                account,
+                input.fields,
+                input.reason,
+                context=_audit_context(context, "requestAccess"),
+            )
+        )
+        return AccessRequestPayload(access_request=AccessRequest.of(stored))
+
+    @strawberry.mutation(description="Approve (for ttlHours) or deny a request; never your own.")
+    async def decide_access_request(
+        self, info: strawberry.Info, input: DecideAccessRequestInput
+    ) -> AccessRequestPayload:
+        context = _context(info)
+        guard = context.require_guard()
+        store = _store(context)
+        hours = input.ttl_hours if input.ttl_hours is not None else 24
+        if input.approve and not 1 <= hours <= _MAX_TTL_HOURS:
+            raise BadUserInput(f"'ttlHours' must be between 1 and {_MAX_TTL_HOURS}.")
+        existing = await _call(store.get(str(input.id)))
+        if existing is None:
+            raise NotFound("No such access request.")
+        account = await _account(context, existing.account_no)
+        stored = await _call(
+            store.decide(
+                guard.principal,
+                str(input.id),
+                input.approve,
+                timedelta(hours=hours) if input.approve else None,
+                account,
+                context=_audit_context(context, "decideAccessRequest"),
+            )
+        )
+        return AccessRequestPayload(access_request=AccessRequest.of(stored))
