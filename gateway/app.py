@@ -97,6 +97,7 @@ class GraphView(GraphQLOverHTTP):
             auth_error=auth_error,
             access=gateway.access,
             audit_log=gateway.audit,
+            audit_recorder=gateway.record_audit,
             grant_lookup=gateway.access.active_grants,
         )
         if isinstance(request, WebSocket):

@@ -17,7 +17,7 @@ from .access import AccessMutation, AccessQuery
 from .context import RequestContext
 from .customer import Customer
 from .errors import is_internal
-from .live import StreamErrors, Subscription
+from .live import AuditStream, StreamErrors, Subscription
 from .mutations import Mutation
 from .pool import PoolMutation, PoolQuery
 from .query import Query
@@ -66,6 +66,7 @@ def build_schema(*, document_cache_size: int = 1000, extensions: list[Any] | Non
         extensions=[
             lambda: ParserCache(maxsize=document_cache_size),
             lambda: ValidationCache(maxsize=document_cache_size),
+            AuditStream,  # WebSocket results: audited before they are sent
             StreamErrors,  # WebSocket results: errors in the documented shape
             OperationFacts,
             *(extensions or []),

@@ -54,6 +54,8 @@ class RequestContext:
     cache: Evictor | None = None
     operation_name: str | None = None  # set when execution starts (OperationFacts)
     operation_type: str = "query"
+    # writes the request's audit records; False when the store failed (the answer is then withheld)
+    audit_recorder: Callable[[RequestContext], Awaitable[bool]] | None = None
     access: object | None = None  # gateway.store.AccessRequests, when the gateway has a database
     audit_log: object | None = None  # gateway.store.AuditLog
     pool: PoolPort | None = None  # the public pool's rules and history (gateway/pool)

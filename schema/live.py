@@ -42,7 +42,15 @@ from connectors.errors import UpstreamError
 
 from .context import RequestContext
 from .customer import Customer
-from .errors import BadUserInput, NotFound, Unauthenticated, format_error, path_pattern
+from .errors import (
+    INTERNAL_MESSAGE,
+    BadUserInput,
+    GraphError,
+    NotFound,
+    Unauthenticated,
+    format_error,
+    path_pattern,
+)
 from .ids import customer_key
 
 log = logging.getLogger("customer_graph.live")
@@ -254,6 +262,26 @@ class Subscription:
         context.require_guard()
         context.require_feed()
         return _changes(context, None)
+
+
+class AuditStream(SchemaExtension):
+    """Each subscription event is audited like an HTTP answer, before it is sent: what it served,
+    what was denied. When the audit store fails, the event goes out without data (fail closed)."""
+
+    async def on_stream_result(self, result: StreamExecutionResult) -> AsyncIterator[None]:
+        context = self.execution_context.context
+        recorder = getattr(context, "audit_recorder", None)
+        if isinstance(context, RequestContext) and recorder is not None and context.guard is not None:
+            recorded = await recorder(context)
+            context.guard.served.clear()
+            context.guard.hidden_rows.clear()
+            context.writes.clear()
+            if not recorded:
+                result.data = None  # type: ignore[union-attr]
+                result.errors = [  # type: ignore[union-attr]
+                    GraphQLError(INTERNAL_MESSAGE, original_error=GraphError(INTERNAL_MESSAGE))
+                ]
+        yield None
 
 
 class StreamErrors(SchemaExtension):

@@ -360,3 +360,19 @@ async def test_a_subscription_stops_when_its_token_expires(quiet: Live) -> None:
         assert ended["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
         assert (await rep.receive())["type"] == "complete"
     await until(lambda: live.gateway.live.bus.subscribers == 0)
+
+
+async def test_each_event_is_audited_before_it_is_sent(quiet: Live) -> None:
+    live = quiet
+    async with connect(live, token(["sales_rep"], live.rep)) as rep:
+        await rep.subscribe("audited", CHANGES)
+        await subscribed(live, 1)
+        await patch(live, live.pool, title="Audited title")
+        got = await rep.receive()
+        assert got["type"] == "next"
+    from gateway.store import AuditFilter
+
+    page = await live.gateway.audit.query(AuditFilter(user_sub=live.rep, customer_id=live.pool), first=10)
+    streamed = [r for r in page.records if r.operation_type == "subscription" and r.kind == "read"]
+    assert streamed, "the subscription's event left no audit record"
+    assert streamed[0].fields[live.pool] == {"phone": "mask", "email": "mask", "title": "allow"}

@@ -1,0 +1,791 @@
+"""The report: ``<date>.md`` (readable), ``<date>.json`` (everything), ``<date>-latency.png`` and
+``<date>-profile.txt``. ``--quick`` runs write ``<date>-quick*`` so they never replace a full run."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .run import Options
+
+ROOT = Path(__file__).resolve().parent.parent
+WARM_S1_P50_MS = 5.0
+S4_CPU_MS = 5.0
+P50_FACTOR = 1.10
+P99_FACTOR = 1.30
+S3_COLD_FACTOR = 0.9
+S3_WARM_FACTOR = 3.0
+PROFILES = (("profile", "-profile.txt"), ("profile_s2_warm", "-profile-s2-warm.txt"))
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    scenario: str
+    mode: str
+    metric: str
+    measured: str
+    target: str
+    ratio: float | None
+    passed: bool | None  # None: not run
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "mode": self.mode,
+            "metric": self.metric,
+            "measured": self.measured,
+            "target": self.target,
+            "ratio": self.ratio,
+            "pass": self.passed,
+            "note": self.note,
+        }
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        mem_kb = 0
+    versions: dict[str, str | None] = {}
+    for package in ("strawberry-graphql", "graphql-core", "starlette", "uvicorn", "httpx", "orjson"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    for extra in ("uvloop", "httptools"):
+        try:
+            versions[extra] = importlib.metadata.version(extra)
+        except importlib.metadata.PackageNotFoundError:
+            versions[extra] = "not installed"
+    return {
+        "cpu_count": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
+        "packages": versions,
+    }
+
+
+def git() -> dict[str, Any]:
+    def run(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+            return done.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"commit": run("rev-parse", "--short", "HEAD"), "dirty": bool(run("status", "--porcelain"))}
+
+
+# --- targets -------------------------------------------------------------------------------------
+
+
+def _get(results: dict[str, Any], run: str, scenario: str) -> dict[str, Any] | None:
+    """A scenario's results in one run; None when it was not run or failed."""
+    block = results["runs"].get(run) or {}
+    found: dict[str, Any] | None = block.get(scenario)
+    return None if found is None or "failed" in found else found
+
+
+def _failure(results: dict[str, Any], *where: tuple[str, str]) -> str | None:
+    """Why the first of these (run, scenario) pairs that failed did."""
+    for run, scenario in where:
+        found = (results["runs"].get(run) or {}).get(scenario) or {}
+        if "failed" in found:
+            return f"{run} {scenario} failed: {found['failed'][:160]}"
+    return None
+
+
+def failures(results: dict[str, Any]) -> list[str]:
+    out = []
+    for run, block in results["runs"].items():
+        for scenario, found in (block or {}).items():
+            if isinstance(found, dict) and "failed" in found:
+                out.append(f"{run} {scenario}: {found['failed']}")
+    for key, _ in PROFILES:
+        profile = results.get(key) or {}
+        if "failed" in profile:
+            out.append(f"{key}: {profile['failed']}")
+    return out
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    out: list[Target] = []
+    for scenario in ("S1", "S2"):
+        bound = results["bounds"].get(scenario)
+        cold = _get(results, "gateway_cold", scenario)
+        if cold is None or bound is None:
+            failed = _failure(results, ("gateway_cold", scenario))
+            for metric in ("p50", "p99", "calls"):
+                note = failed or "not run (--only)"
+                out.append(Target(scenario, "cold", metric, "–", "", None, False if failed else None, note))
+            continue
+        limit = bound["limit_ms"]
+        lat = cold["latency_ms"]
+        for metric, factor in (("p50", P50_FACTOR), ("p99", P99_FACTOR)):
+            value = lat[metric]
+            ratio = cold[f"ratio_{metric}"]
+            out.append(
+                Target(
+                    scenario,
+                    "cold",
+                    f"{metric} latency",
+                    f"{value:.1f} ms" if value is not None else "no answers",
+                    f"≤ {factor:.2f} × {limit:g} = {factor * limit:.1f} ms",
+                    ratio,
+                    ratio is not None and ratio <= factor and cold["errors"] == 0,
+                )
+            )
+        out.append(
+            Target(
+                scenario,
+                "cold",
+                "upstream calls / request",
+                f"{cold['calls_per_request']:g}",
+                f"= minimum {bound['min_total']}",
+                round(cold["calls_per_request"] / bound["min_total"], 3) if bound["min_total"] else None,
+                bool(cold["calls_equal_minimum"]),
+            )
+        )
+    warm_s1 = _get(results, "gateway_warm", "S1")
+    if warm_s1 is not None:
+        p50 = warm_s1["latency_ms"]["p50"]
+        out.append(
+            Target(
+                "S1",
+                "warm",
+                "p50 latency",
+                f"{p50:.2f} ms" if p50 is not None else "no answers",
+                f"< {WARM_S1_P50_MS:g} ms",
+                round(p50 / WARM_S1_P50_MS, 3) if p50 is not None else None,
+                p50 is not None and p50 < WARM_S1_P50_MS and warm_s1["errors"] == 0,
+            )
+        )
+    else:
+        out.append(
+            _not_run(
+                results, "S1", "warm", "p50 latency", f"< {WARM_S1_P50_MS:g} ms", [("gateway_warm", "S1")]
+            )
+        )
+    base_s3 = _get(results, "baseline", "S3")
+    for mode, factor in (("cold", S3_COLD_FACTOR), ("warm", S3_WARM_FACTOR)):
+        gw = _get(results, f"gateway_{mode}", "S3")
+        if gw is None or base_s3 is None:
+            out.append(
+                _not_run(
+                    results,
+                    "S3",
+                    mode,
+                    "throughput gateway / baseline",
+                    f"≥ {factor:g}",
+                    [(f"gateway_{mode}", "S3"), ("baseline", "S3")],
+                )
+            )
+            continue
+        ratio = round(gw["rps"] / base_s3["rps"], 3) if base_s3["rps"] else None
+        out.append(
+            Target(
+                "S3",
+                mode,
+                "throughput gateway / baseline",
+                f"{gw['rps']:.1f} / {base_s3['rps']:.1f} req/s",
+                f"≥ {factor:g}",
+                ratio,
+                ratio is not None and ratio >= factor,
+                f"errors: gateway {gw['errors']}, baseline {base_s3['errors']}",
+            )
+        )
+    for mode in ("cold", "warm"):
+        s4 = _get(results, f"gateway_{mode}", "S4")
+        if s4 is None:
+            out.append(
+                _not_run(
+                    results,
+                    "S4",
+                    mode,
+                    "gateway CPU / S1 request",
+                    f"< {S4_CPU_MS:g} ms",
+                    [(f"gateway_{mode}", "S4")],
+                )
+            )
+            continue
+        cpu = s4["cpu_ms_per_request"]
+        out.append(
+            Target(
+                "S4",
+                mode,
+                "gateway CPU / S1 request",
+                f"{cpu:.2f} ms",
+                f"< {S4_CPU_MS:g} ms",
+                round(cpu / S4_CPU_MS, 3),
+                cpu < S4_CPU_MS and s4["errors"] == 0,
+            )
+        )
+    return out
+
+
+def _not_run(
+    results: dict[str, Any], scenario: str, mode: str, metric: str, target: str, where: list[tuple[str, str]]
+) -> Target:
+    failed = _failure(results, *where)
+    if failed:
+        return Target(scenario, mode, metric, "failed", target, None, False, failed)
+    if mode == "warm" and not results["cache"]["available"]:
+        note = "not run: the gateway has no cross-request cache yet (CG_CACHE)"
+    else:
+        note = "not run (--only)"
+    return Target(scenario, mode, metric, "–", target, None, None, note)
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+
+def write(results: dict[str, Any], opts: Options) -> list[Path]:
+    out_dir = opts.out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    day = str(results["started_at"])[:10]
+    stem = day + ("-quick" if opts.quick else "")
+    results["date"] = day
+    results["quick"] = opts.quick
+    results["machine"] = machine()
+    results["git"] = git()
+    results["config"] = {
+        "customers": opts.customers,
+        "seed": opts.seed,
+        "anchor": opts.anchor.isoformat(),
+        "latency_ms": {
+            "sales": opts.latency.sales,
+            "support": opts.latency.support,
+            "contracts": opts.latency.contracts,
+        },
+        "support_rate": opts.support_rate,
+        "s1_requests": opts.s1_requests,
+        "s2_requests": opts.s2_requests,
+        "s3_clients": opts.clients,
+        "s3_duration_s": opts.duration,
+        "s3_warmup_s": opts.warmup,
+        "s4_requests": opts.s4_requests,
+        "profile_requests": opts.profile_requests,
+        "only": list(opts.only),
+    }
+    results["command"] = "python -m bench " + " ".join(opts.argv) if opts.argv else "python -m bench"
+    results["reproduce"] = reproduce(opts)
+    found = targets(results)
+    results["targets"] = [t.to_json() for t in found]
+
+    paths = []
+    for key, suffix in PROFILES:
+        profile = results.get(key)
+        if profile is not None and "text" in profile:
+            profile_path = out_dir / f"{stem}{suffix}"
+            profile_path.write_text(profile.pop("text"))
+            profile["file"] = profile_path.name
+            paths.append(profile_path)
+    png_path = out_dir / f"{stem}-latency.png"
+    plotted = plot(results, png_path)
+    results["plot"] = png_path.name if plotted is None else None
+    if plotted is None:
+        paths.append(png_path)
+    md_path = out_dir / f"{stem}.md"
+    md_path.write_text(markdown(results, found, plot_note=plotted))
+    json_path = out_dir / f"{stem}.json"
+    json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    return [md_path, json_path, *paths]
+
+
+def reproduce(opts: Options) -> str:
+    args = [
+        f"--customers {opts.customers}",
+        f"--seed {opts.seed}",
+        f"--anchor {opts.anchor.isoformat()}",
+        f"--sales-latency {opts.latency.sales:g}",
+        f"--support-latency {opts.latency.support:g}",
+        f"--contracts-latency {opts.latency.contracts:g}",
+        f"--clients {opts.clients}",
+        *([f"--s3-customers {opts.s3_customers}"] if opts.s3_customers else []),
+        f"--duration {opts.duration:g}",
+        f"--support-rate {opts.support_rate:g}",
+    ]
+    if opts.quick:
+        args.insert(0, "--quick")
+    if len(opts.only) < 4:
+        args.append("--only " + ",".join(opts.only))
+    return ".venv/bin/python -m bench " + " ".join(args)
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _verdict(passed: bool | None) -> str:
+    return "n/a" if passed is None else ("**pass**" if passed else "**FAIL**")
+
+
+RUNS = (("gateway cold", "gateway_cold"), ("gateway warm", "gateway_warm"), ("baseline (direct)", "baseline"))
+ROLE_LIST = "`data_steward`, `finance`, `support_agent`, `legal`, `executive`"
+
+
+def _row(*cells: Any) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header: Sequence[str]) -> list[str]:
+    return [_row(*header), _row(*(["---"] * len(header)))]
+
+
+def _run(results: dict[str, Any], key: str, scenario: str) -> dict[str, Any] | None:
+    return _get(results, key, scenario)
+
+
+def markdown(results: dict[str, Any], found: list[Target], plot_note: str | None) -> str:
+    lines: list[str] = []
+    add = lines.extend
+    add(_header(results))
+    add(["## Targets", ""])
+    add(_table(("scenario", "mode", "metric", "measured", "target", "ratio", "result", "note")))
+    for t in found:
+        ratio = _fmt(t.ratio, 3)
+        add([_row(t.scenario, t.mode, t.metric, t.measured, t.target, ratio, _verdict(t.passed), t.note)])
+    failed = failures(results)
+    if failed:
+        add(["", "**Failed** (recorded, the rest of the run went on):", *(f"- {f}" for f in failed)])
+    add(["", _cache_note(results), ""])
+    add(_setup(results))
+    for scenario in ("S1", "S2"):
+        add(_latency_section(results, scenario))
+    add(_s3_section(results))
+    add(_s4_section(results))
+    add(_profile_section(results, "profile", "S1 cold"))
+    if "profile_s2_warm" in results:
+        add(
+            _profile_section(
+                results, "profile_s2_warm", "S2 warm — the gateway's own work, nearly no upstream"
+            )
+        )
+    add(["## Plot", ""])
+    add([f"![latency distributions]({results['plot']})" if plot_note is None else plot_note, ""])
+    return "\n".join(lines)
+
+
+def _header(results: dict[str, Any]) -> list[str]:
+    m = results["machine"]
+    quick = " (quick smoke run — not a measurement)" if results["quick"] else ""
+    dirty = " (with uncommitted changes)" if results["git"]["dirty"] else ""
+    out = [
+        f"# customer-graph benchmark{quick} — {results['date']}",
+        "",
+        f"Commit `{results['git']['commit']}`{dirty}, started {results['started_at']},"
+        f" took {results['seconds']:g} s. Machine: **{m['cores_usable']} cores** ({m['cpu_model']}),"
+        f" {m['memory_gb']:g} GB, {m['implementation']} {m['python']}.",
+    ]
+    bg = results.get("background") or {}
+    if bg:
+        busy = bg.get("busy_before_start", 0) * 100
+        text = (
+            f"Other work on the machine: {busy:.0f}% of all cores busy just before the start (waited"
+            f" {bg.get('waited_s', 0):g} s for it to calm down); load average then {bg.get('load_average')},"
+            f" at the end {results.get('load_average_at_end')}."
+        )
+        if not bg.get("quiet"):
+            text += (
+                " **The machine was not quiet: other processes shared the cores, so these figures are"
+                " pessimistic, S3's most of all.**"
+            )
+        out += ["", text]
+    return [*out, ""]
+
+
+def _cache_note(results: dict[str, Any]) -> str:
+    if not results["cache"]["available"]:
+        return f"**Warm runs:** {results['cache']['note']} Cold = `CG_CACHE=off` (passed, currently ignored)."
+    return (
+        "Cold = a gateway process with `CG_CACHE=off` (no cross-request cache); warm = another with"
+        " `CG_CACHE=on` (the gateway's cache, default TTLs). Warm S1/S2 repeat the same customer or page"
+        " after one priming request; warm S3 draws random customers, so each one's first request misses."
+    )
+
+
+def _setup(results: dict[str, Any]) -> list[str]:
+    m = results["machine"]
+    cfg = results["config"]
+    lat = cfg["latency_ms"]
+    rt = results.get("calibration", {}).get("round_trip", {})
+    cust = results["customers"]
+    ceiling = results.get("s3_ceiling_rps")
+    rate = results.get("gateway_env", {}).get("CG_RATE_LIMIT_PER_MINUTE", "?")
+    injected = ", ".join(
+        f"{s} **{lat[s]:g} ms** (round trip of a cheap call measured: median"
+        f" {rt.get(s, {}).get('median_ms', '–')} ms, min {rt.get(s, {}).get('min_ms', '–')} ms)"
+        for s in ("sales", "support", "contracts")
+    )
+    packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+    return [
+        "## Setup",
+        "",
+        f"- Data: {cfg['customers']} seeded customers (seed {cfg['seed']}, anchor {cfg['anchor']});"
+        f" {cust['companies']} companies ({cust['companies_with_tax_id']} with a tax id)."
+        f" S1's customer: `{cust['s1_account']}`.",
+        f"- Injected latency (`POST /_demo/faults`, `latency_ms`, no jitter): {injected}. The register's"
+        " built-in latency (`contracts_latency_ms`, default 20–60 ms) is set to 0 by `bench/systems.py`, so"
+        " its effective latency is exactly the injected figure.",
+        f"- The helpdesk's rate limit was **raised from its default 50 to {cfg['support_rate']:g} calls/s**:"
+        " S3 needs two helpdesk calls per S1 request, so at 50 calls/s the helpdesk's limit, not the gateway"
+        " or the baseline, would set S3's throughput (both would queue or get 429s).",
+        "- The register's own contract (4 calls in flight per client, a fifth gets `503 busy`) is kept."
+        f" Every S3 request needs one register call, so no client can exceed 4 / {lat['contracts']:g} ms"
+        f" ≈ **{ceiling} S1 requests/s** on cold data: S3's ceiling for the gateway without a cache and"
+        " for the baseline alike.",
+        f"- Processes, all sharing the same {m['cores_usable']} cores (nothing pinned): each demo system in"
+        " its own process (`python -m bench.systems`: uvicorn, SQLite copied into memory); the gateway in"
+        " its own (`python -m gateway.cli serve` = `customer-graph serve`, one uvicorn worker, configured"
+        " by `CG_*` variables only, dev JWT secret, `CG_LOG_LEVEL=WARNING`, `CG_CACHE=off|on`); S1, S2"
+        " and S4 sent one at a time from the benchmark process; S3 from a separate load-generator process"
+        " (`python -m bench.loadgen`).",
+        "- Baseline (`bench/baseline.py`): a hand-written direct client — httpx, `asyncio.gather`, the same"
+        " two waves and the same upstream calls as the gateway's minimum, at most 4 register calls in"
+        " flight; no caller auth, no policy, no masking. S1, S2 and S4 run it in the benchmark process; S3"
+        " runs it inside the load-generator process (the app *is* the client), so in both S3 runs one Python"
+        " event loop does the upstream fan-out: the gateway's in the gateway process, the baseline's in the"
+        " generator.",
+        f"- The gateway's per-caller rate limit (default 1200/min, burst 200) is raised to {rate}/min so it"
+        " never bites (it is still checked on every request): the sequential runs send one caller's requests"
+        " faster than 20/s. In S3 each client is its own caller (its own token, the same roles).",
+        f'- Caller: a token with the roles {ROLE_LIST}. "Every field": every field of `Customer` and of the'
+        " types below it except `Ticket.comments` (one helpdesk call per ticket, a third wave the limits do"
+        " not include); nested lists `first: 5`.",
+        f"- Packages: {packages}.",
+        "",
+        f"Reproduce: `make bench` (= `{results['command']}`), or exactly: `{results['reproduce']}`.",
+        "",
+    ]
+
+
+def _latency_section(results: dict[str, Any], scenario: str) -> list[str]:
+    titles = {
+        "S1": "S1 — one company customer, every field",
+        "S2": "S2 — a page of 50 customers, every field, nested `first: 5`",
+    }
+    out = [f"## {titles[scenario]}", ""]
+    bound = results["bounds"].get(scenario)
+    if bound is None or not any(_run(results, key, scenario) for _, key in RUNS):
+        return [*out, "Not run.", ""]
+    limit = bound["limit_ms"]
+    out += [
+        f"Limit: {bound['detail']}. Minimum upstream calls: {bound['min_total']}"
+        f" ({_calls(bound['min_calls'])}). CPU: the client side (the gateway process, or the benchmark"
+        " process running the baseline) and the three systems, per request.",
+        "",
+    ]
+    out += _table(
+        ("run", "n", "p50 ms", "p99 ms", "mean ms", "limit ms", "p50/limit", "p99/limit", "target",
+         "calls/request (min)", "errors", "CPU ms/request: client · systems")
+    )  # fmt: skip
+    notes = []
+    for label, key in RUNS:
+        r = _run(results, key, scenario)
+        if r is None:
+            out.append(_row(label, "–", "–", "–", "–", f"{limit:g}", "–", "–", "", "–", "not run", "–"))
+            continue
+        s = r["latency_ms"]
+        cpu = r.get("cpu_ms_per_request") or {}
+        systems_cpu = sum(v for k, v in cpu.items() if k != "client")
+        cpu_text = f"{cpu['client']:.1f} · {systems_cpu:.1f}" if cpu else "–"
+        target = "–"
+        if key == "gateway_cold":
+            target = f"≤ {P50_FACTOR:.2f}, ≤ {P99_FACTOR:.2f}"
+        elif key == "gateway_warm" and scenario == "S1":
+            target = f"p50 < {WARM_S1_P50_MS:g} ms"
+        out.append(
+            _row(
+                label,
+                s["n"],
+                _fmt(s["p50"]),
+                _fmt(s["p99"]),
+                _fmt(s["mean"]),
+                f"{limit:g}",
+                _fmt(r.get("ratio_p50"), 3),
+                _fmt(r.get("ratio_p99"), 3),
+                target,
+                f"{r['calls_per_request']:g} ({bound['min_total']})",
+                r["errors"],
+                cpu_text,
+            )
+        )
+        calls = _calls({s: v["calls"] for s, v in r["upstream"].items()})
+        peak = r["upstream"]["contracts"]["peak_in_flight"]
+        errors = f"; errors {r['error_kinds']}" if r["errors"] else ""
+        notes.append(
+            f"- {label}: calls {calls} over {r['requests']} requests; register peak in flight {peak}{errors}"
+        )
+    return [*out, "", *notes, ""]
+
+
+def _s3_section(results: dict[str, Any]) -> list[str]:
+    cfg = results["config"]
+    out = [
+        f"## S3 — closed loop, {cfg['s3_clients']} clients running S1 over random company customers"
+        f" for {cfg['s3_duration_s']:g} s",
+        "",
+    ]
+    base = _run(results, "baseline", "S3")
+    if not any(_run(results, key, "S3") for _, key in RUNS):
+        return [*out, "Not run.", ""]
+    warm = _run(results, "gateway_warm", "S3")
+    primed = (warm or {}).get("primed") or {}
+    out += [
+        f"Each request asks for a customer drawn at random from {results['customers']['s3_customers']}"
+        f" company customers. After {cfg['s3_warmup_s']:g} s of warm-up, the window counts every request"
+        f" that completes inside it. Ceiling from the register: ≈ {results.get('s3_ceiling_rps')} req/s."
+        " CPU = cores used over the window (and CPU ms per completed request) by each process.",
+        "",
+    ]
+    if primed:
+        out += [
+            f"Warm: the cache was first primed with one S1 request for each of the {primed['customers']}"
+            f" customers ({primed['seconds']:g} s, {primed['errors']} errors, not measured). Its TTLs are"
+            " 30–300 s per resource, so entries expire during the run: the window shows the cache's steady"
+            " state at this load, refetches included (the upstream calls/request column).",
+            "",
+        ]
+    out += _table(
+        ("run", "req/s", "vs baseline", "target", "p50 ms", "p99 ms", "errors", "upstream calls/req",
+         "CPU gateway", "CPU loadgen", "CPU sales · support · contracts", "machine busy")
+    )  # fmt: skip
+    notes = []
+    factors = {"gateway_cold": f"≥ {S3_COLD_FACTOR:g}", "gateway_warm": f"≥ {S3_WARM_FACTOR:g}"}
+    for label, key in RUNS:
+        r = _run(results, key, "S3")
+        if r is None:
+            out.append(_row(label, "–", "–", factors.get(key, "–"), *(["–"] * 7), "not run"))
+            continue
+        ratio = r["rps"] / base["rps"] if base and base["rps"] and key != "baseline" else None
+        cores, per = r["cpu_cores_used"], r["cpu_ms_per_request"]
+
+        def cpu(name: str, cores: dict[str, Any] = cores, per: dict[str, Any] = per) -> str:
+            return f"{cores[name]:.2f} ({_fmt(per[name], 1)} ms)" if name in cores else "–"
+
+        systems = " · ".join(f"{cores[f'system:{s}']:.2f}" for s in ("sales", "support", "contracts"))
+        errors = f"{r['errors']} {r['error_kinds']}" if r["errors"] else "0"
+        out.append(
+            _row(
+                label,
+                f"{r['rps']:.1f}",
+                _fmt(ratio, 2),
+                factors.get(key, "–"),
+                _fmt(r["latency_ms"]["p50"]),
+                _fmt(r["latency_ms"]["p99"]),
+                errors,
+                _fmt(r["calls_per_request"], 2),
+                cpu("gateway"),
+                cpu("loadgen"),
+                systems,
+                f"{_fmt((r['machine_busy'] or 0) * 100, 0)}% of {r['cores']}",
+            )
+        )
+        bad = {s: v["statuses"] for s, v in r["upstream"].items() if set(v["statuses"]) - {"200"}}
+        calls = _calls({s: v["calls"] for s, v in r["upstream"].items()})
+        notes.append(
+            f"- {label}: {r['ok']} answers in {r['elapsed_s']:g} s; upstream {calls}; register peak in flight"
+            f" {r['upstream']['contracts']['peak_in_flight']}"
+            + (f"; upstream non-200 answers {bad}" if bad else "; every upstream answer 200")
+        )
+    notes.append(
+        "- The load generator against the gateway is a hand-rolled keep-alive HTTP/1.1 client (httpx would"
+        " cost about a millisecond of CPU a request on the shared cores); against the baseline it *is* the"
+        " direct client, so its CPU column is the baseline's own cost."
+    )
+    return [*out, "", *notes, ""]
+
+
+def _s4_section(results: dict[str, Any]) -> list[str]:
+    out = ["## S4 — CPU per S1 request, zero upstream latency", ""]
+    out += _table(
+        (
+            "run",
+            "requests",
+            "CPU ms / request",
+            "target",
+            "wall p50 ms",
+            "errors",
+            "systems' CPU ms / request",
+        )
+    )
+    labels = {
+        "gateway_cold": "gateway cold (gateway process)",
+        "gateway_warm": "gateway warm (gateway process)",
+        "baseline": "baseline (direct client, in-process)",
+    }
+    for _, key in RUNS:
+        r = _run(results, key, "S4")
+        target = "–" if key == "baseline" else f"< {S4_CPU_MS:g} ms"
+        if r is None:
+            out.append(_row(labels[key], "–", "–", target, "–", "not run", "–"))
+            continue
+        out.append(
+            _row(
+                labels[key],
+                r["requests"],
+                f"{r['cpu_ms_per_request']:.2f}",
+                target,
+                _fmt(r["latency_ms"]["p50"], 2),
+                r["errors"],
+                " · ".join(f"{k} {v:.1f}" for k, v in (r.get("systems_cpu_ms_per_request") or {}).items()),
+            )
+        )
+    out += [
+        "",
+        "Gateway CPU = user + system time of the gateway process (`/proc/<pid>/stat`) over the requests,"
+        " divided by their number (10 ms clock ticks; the resolution per request is in the JSON). The"
+        " baseline's is the benchmark process's own (`getrusage`), its request loop included. The systems'"
+        " column is what the three demo systems spent answering (on the same cores).",
+        "",
+    ]
+    return out
+
+
+def _profile_section(results: dict[str, Any], key: str, what: str) -> list[str]:
+    out = [f"## Where the gateway's CPU goes (cProfile, CPU time, {what}; in-process, zero latency)", ""]
+    profile = results.get(key)
+    if profile is None:
+        return [*out, "Not run (S4 not selected).", ""]
+    if "failed" in profile:
+        return [*out, f"Failed: {profile['failed']}", ""]
+    packages = ", ".join(f"{k} {v * 100:.0f}%" for k, v in list(profile["by_package"].items())[:12])
+    out += [
+        f"{profile['requests']} requests, {profile['per_request_ms']:.2f} ms of profiled CPU a request"
+        " (cProfile inflates Python-heavy code; the shares are what matter). Full listing with callers'"
+        " cumulative times:"
+        f" `{profile.get('file', '')}`.",
+        "",
+        f"Own time by package: {packages}.",
+        "",
+    ]
+    ours = profile.get("ours_by_cumulative") or []
+    if ours:
+        out += [
+            "Our code (gateway, schema, policies, connectors) by cumulative CPU, what it calls included:",
+            "",
+        ]
+        out += _table(("function", "calls", "cumulative ms / request", "share of the request"))
+        for row in ours[:10]:
+            out.append(
+                _row(
+                    f"`{row['function']}`",
+                    row["calls"],
+                    f"{row['cum_ms_per_request']:.2f}",
+                    f"{row['cum_share'] * 100:.0f}%",
+                )
+            )
+        out += ["", "Top functions by own CPU:", ""]
+    out += _table(("#", "function", "calls", "own s", "own ms / request", "share"))
+    for i, row in enumerate(profile["top"][:10], 1):
+        out.append(
+            _row(
+                i,
+                f"`{row['function']}`",
+                row["calls"],
+                f"{row['tottime_s']:.3f}",
+                f"{row['per_request_ms']:.3f}",
+                f"{row['share'] * 100:.1f}%",
+            )
+        )
+    return [*out, ""]
+
+
+def _calls(calls: dict[str, Any]) -> str:
+    return ", ".join(f"{s} {v:g}" for s, v in calls.items())
+
+
+def plot(results: dict[str, Any], path: Path) -> str | None:
+    """Latency distributions per scenario, gateway vs baseline; a note instead when impossible."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "No plot: matplotlib is not installed (`pip install -e '.[bench]'`; `make bench` does)."
+    series = (
+        ("gateway cold", "gateway_cold", "tab:blue"),
+        ("gateway warm", "gateway_warm", "tab:green"),
+        ("baseline (direct)", "baseline", "tab:orange"),
+    )
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    for ax, scenario in zip(axes.flat[:3], ("S1", "S2", "S3"), strict=True):
+        drawn = False
+        for label, key, color in series:
+            r = _get(results, key, scenario)
+            if not r:
+                continue
+            if scenario == "S3":
+                xs = r.get("quantiles_ms") or []
+                ys = [q / 100 for q in range(len(xs))]
+                label += f" ({r['rps']:.0f} req/s)"
+            else:
+                xs = sorted(r["latencies_ms"])
+                ys = [(i + 1) / len(xs) for i in range(len(xs))]
+            if xs:
+                ax.step(xs, ys, where="post", label=label, color=color)
+                drawn = True
+        bound = results["bounds"].get(scenario)
+        if bound is not None:
+            limit = bound["limit_ms"]
+            ax.axvline(limit, color="grey", linestyle="--", linewidth=1, label=f"limit {limit:g} ms")
+            ax.axvline(limit * P99_FACTOR, color="grey", linestyle=":", linewidth=1, label="1.30 × limit")
+        titles = {
+            "S1": "S1 one customer, every field (sequential)",
+            "S2": "S2 page of 50, every field (sequential)",
+            "S3": f"S3 {results['config']['s3_clients']} clients, closed loop",
+        }
+        ax.set_title(titles[scenario])
+        ax.set_xscale("log")
+        ax.set_xlabel("latency (ms, log scale)")
+        ax.set_ylabel("share of requests ≤ x")
+        ax.grid(alpha=0.3)
+        if drawn:
+            ax.legend(fontsize=8, loc="lower right")
+        else:
+            ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
+    ax = axes.flat[3]
+    labels, values, colors = [], [], []
+    for label, key, color in series:
+        r = _get(results, key, "S4")
+        if r:
+            labels.append(label)
+            values.append(r["cpu_ms_per_request"])
+            colors.append(color)
+    if values:
+        ax.bar(labels, values, color=colors)
+        for i, v in enumerate(values):
+            ax.text(i, v, f"{v:.2f}", ha="center", va="bottom")
+    ax.axhline(S4_CPU_MS, color="grey", linestyle="--", linewidth=1, label="target 5 ms")
+    ax.set_title("S4 CPU per S1 request, zero latency")
+    ax.set_ylabel("CPU ms / request")
+    ax.legend(fontsize=8)
+    fig.suptitle(f"customer-graph benchmark {results['date']} ({results['machine']['cores_usable']} cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
