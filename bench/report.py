@@ -1,5 +1,9 @@
 """The report: ``<date>.md`` (readable), ``<date>.json`` (everything), ``<date>-latency.png`` and
-``<date>-profile.txt``. ``--quick`` runs write ``<date>-quick*`` so they never replace a full run."""
+``<date>-profile*.txt``. ``--quick`` runs write ``<date>-quick*`` so they never replace a full run.
+
+``python -m bench.report RESULTS.json`` renders the Markdown and the plot again from a run's JSON
+(same figures; for a changed report layout).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,9 @@ P50_FACTOR = 1.10
 P99_FACTOR = 1.30
 S3_COLD_FACTOR = 0.9
 S3_WARM_FACTOR = 3.0
+NEAR = 0.85  # a limit counts as binding when this much of it is used
+REGISTER_WIDTH = 4
+OTHERS_WARN = 0.3  # cores used by other processes during an S3 window worth a warning
 PROFILES = (("profile", "-profile.txt"), ("profile_s2_warm", "-profile-s2-warm.txt"))
 
 
@@ -384,6 +391,7 @@ def markdown(results: dict[str, Any], found: list[Target], plot_note: str | None
                 results, "profile_s2_warm", "S2 warm — the gateway's own work, nearly no upstream"
             )
         )
+    add(_observations(results))
     add(["## Plot", ""])
     add([f"![latency distributions]({results['plot']})" if plot_note is None else plot_note, ""])
     return "\n".join(lines)
@@ -435,6 +443,7 @@ def _setup(results: dict[str, Any]) -> list[str]:
     cust = results["customers"]
     ceiling = results.get("s3_ceiling_rps")
     rate = results.get("gateway_env", {}).get("CG_RATE_LIMIT_PER_MINUTE", "?")
+    support_rate = results.get("gateway_env", {}).get("CG_SUPPORT_MAX_RATE", "?")
     injected = ", ".join(
         f"{s} **{lat[s]:g} ms** (round trip of a cheap call measured: median"
         f" {rt.get(s, {}).get('median_ms', '–')} ms, min {rt.get(s, {}).get('min_ms', '–')} ms)"
@@ -452,7 +461,9 @@ def _setup(results: dict[str, Any]) -> list[str]:
         " its effective latency is exactly the injected figure.",
         f"- The helpdesk's rate limit was **raised from its default 50 to {cfg['support_rate']:g} calls/s**:"
         " S3 needs two helpdesk calls per S1 request, so at 50 calls/s the helpdesk's limit, not the gateway"
-        " or the baseline, would set S3's throughput (both would queue or get 429s).",
+        " or the baseline, would set S3's throughput (both would queue or get 429s). The gateway is told the"
+        f" same (`CG_SUPPORT_MAX_RATE={support_rate}`): left at its default 45 calls/s, it would hold itself"
+        " to about 22 S1 requests/s (two helpdesk calls each).",
         "- The register's own contract (4 calls in flight per client, a fifth gets `503 busy`) is kept."
         f" Every S3 request needs one register call, so no client can exceed 4 / {lat['contracts']:g} ms"
         f" ≈ **{ceiling} S1 requests/s** on cold data: S3's ceiling for the gateway without a cache and"
@@ -460,7 +471,8 @@ def _setup(results: dict[str, Any]) -> list[str]:
         f"- Processes, all sharing the same {m['cores_usable']} cores (nothing pinned): each demo system in"
         " its own process (`python -m bench.systems`: uvicorn, SQLite copied into memory); the gateway in"
         " its own (`python -m gateway.cli serve` = `customer-graph serve`, one uvicorn worker, configured"
-        " by `CG_*` variables only, dev JWT secret, `CG_LOG_LEVEL=WARNING`, `CG_CACHE=off|on`); S1, S2"
+        " by `CG_*` variables only, dev JWT secret, `CG_LOG_LEVEL=WARNING`, `CG_CACHE=off|on`, its audit"
+        " database a fresh SQLite file, the default backend); S1, S2"
         " and S4 sent one at a time from the benchmark process; S3 from a separate load-generator process"
         " (`python -m bench.loadgen`).",
         "- Baseline (`bench/baseline.py`): a hand-written direct client — httpx, `asyncio.gather`, the same"
@@ -468,7 +480,8 @@ def _setup(results: dict[str, Any]) -> list[str]:
         " flight; no caller auth, no policy, no masking. S1, S2 and S4 run it in the benchmark process; S3"
         " runs it inside the load-generator process (the app *is* the client), so in both S3 runs one Python"
         " event loop does the upstream fan-out: the gateway's in the gateway process, the baseline's in the"
-        " generator.",
+        " generator. Each baseline scenario runs right after the cold gateway's same scenario, so both"
+        " see the machine in the same state.",
         f"- The gateway's per-caller rate limit (default 1200/min, burst 200) is raised to {rate}/min so it"
         " never bites (it is still checked on every request): the sequential runs send one caller's requests"
         " faster than 20/s. In S3 each client is its own caller (its own token, the same roles).",
@@ -571,7 +584,7 @@ def _s3_section(results: dict[str, Any]) -> list[str]:
         ]
     out += _table(
         ("run", "req/s", "vs baseline", "target", "p50 ms", "p99 ms", "errors", "upstream calls/req",
-         "CPU gateway", "CPU loadgen", "CPU sales · support · contracts", "machine busy")
+         "CPU gateway", "CPU loadgen", "CPU sales · support · contracts", "machine busy (cores not ours)")
     )  # fmt: skip
     notes = []
     factors = {"gateway_cold": f"≥ {S3_COLD_FACTOR:g}", "gateway_warm": f"≥ {S3_WARM_FACTOR:g}"}
@@ -601,9 +614,14 @@ def _s3_section(results: dict[str, Any]) -> list[str]:
                 cpu("gateway"),
                 cpu("loadgen"),
                 systems,
-                f"{_fmt((r['machine_busy'] or 0) * 100, 0)}% of {r['cores']}",
+                f"{_fmt((r['machine_busy'] or 0) * 100, 0)}% of {r['cores']} ({_others(r):.2f} not ours)",
             )
         )
+        if _others(r) > OTHERS_WARN:
+            notes.append(
+                f"- **{label}: {_others(r):.2f} cores were busy with processes outside the benchmark during"
+                " the window; its figure is pessimistic.**"
+            )
         bad = {s: v["statuses"] for s, v in r["upstream"].items() if set(v["statuses"]) - {"200"}}
         calls = _calls({s: v["calls"] for s, v in r["upstream"].items()})
         notes.append(
@@ -714,6 +732,104 @@ def _profile_section(results: dict[str, Any], key: str, what: str) -> list[str]:
     return [*out, ""]
 
 
+HTTP_STACK = ("httpx", "httpcore", "anyio", "h11")
+GRAPHQL_STACK = ("graphql", "strawberry")
+
+
+def _observations(results: dict[str, Any]) -> list[str]:
+    """Facts computed from the figures, to read them by (no judgement beyond arithmetic)."""
+    notes: list[str] = []
+    for scenario in ("S1", "S2"):
+        bound = results["bounds"].get(scenario)
+        cold, base = _get(results, "gateway_cold", scenario), _get(results, "baseline", scenario)
+        if bound and cold and base and cold["latency_ms"]["p50"] and base["latency_ms"]["p50"]:
+            gp, bp = cold["latency_ms"]["p50"], base["latency_ms"]["p50"]
+            gc, bc = cold["cpu_ms_per_request"].get("client"), base["cpu_ms_per_request"].get("client")
+            notes.append(
+                f"{scenario}: the direct baseline itself reaches p50 {bp / bound['limit_ms']:.2f} × limit"
+                " — the limit leaves out the systems' own processing and the client's; the gateway's p50 is"
+                f" {gp - bp:+.1f} ms from the baseline's, and it spends {gc:.1f} ms of CPU a request to the"
+                f" baseline's {bc:.1f} ms."
+            )
+    for mode in ("cold", "warm"):
+        gw, base = _get(results, f"gateway_{mode}", "S3"), _get(results, "baseline", "S3")
+        if not gw:
+            continue
+        cores = gw["cpu_cores_used"].get("gateway", 0.0)
+        per = gw["cpu_ms_per_request"].get("gateway")
+        text = (
+            f"S3 {mode}: {gw['rps']:.1f} req/s with the gateway process at {cores:.2f} cores"
+            f" ({_fmt(per)} ms of CPU per answer) and the machine {100 * (gw['machine_busy'] or 0):.0f}% busy"
+            f" ({_others(gw):.2f} cores of it outside the benchmark's processes)"
+        )
+        if per:
+            text += f"; one process at one full core would top out near {1000 / per:.0f} req/s"
+        text += f"; {_binding(results, gw, 'gateway')}"
+        if base and base["rps"]:
+            bper = base["cpu_ms_per_request"].get("loadgen")
+            text += (
+                f". The baseline: {base['rps']:.1f} req/s at {_fmt(bper)} ms of CPU per answer in its"
+                f" process, machine {100 * (base['machine_busy'] or 0):.0f}% busy ({_others(base):.2f} cores"
+                f" outside the benchmark); {_binding(results, base, 'loadgen')}"
+            )
+        notes.append(text + ".")
+    cold4, base4 = _get(results, "gateway_cold", "S4"), _get(results, "baseline", "S4")
+    if cold4 and base4 and base4["cpu_ms_per_request"]:
+        notes.append(
+            f"S4: the gateway spends {cold4['cpu_ms_per_request']:.1f} ms of CPU on an S1 request, the direct"
+            f" client {base4['cpu_ms_per_request']:.1f} ms for the same nine upstream calls"
+            f" ({cold4['cpu_ms_per_request'] / base4['cpu_ms_per_request']:.1f} ×)."
+        )
+    for key, label, stack in (
+        ("profile", "S1 cold", HTTP_STACK),
+        ("profile_s2_warm", "S2 warm", GRAPHQL_STACK),
+    ):
+        profile = results.get(key) or {}
+        if "by_package" not in profile:
+            continue
+        share = sum(profile["by_package"].get(name, 0.0) for name in stack)
+        text = f"Profile {label}: {', '.join(stack)} take {share * 100:.0f}% of the own CPU time"
+        audit = [r for r in profile.get("ours_by_cumulative", []) if "/store/" in r["function"]]
+        if audit:
+            text += (
+                f"; the audit store's `{audit[0]['function']}` {audit[0]['cum_share'] * 100:.0f}% cumulative"
+            )
+        notes.append(text + ".")
+    notes.append(
+        "cProfile counts every resumption of a coroutine as a call, so coroutine call counts exceed the"
+        " upstream calls; and its per-call overhead inflates call-heavy code (the shares rank, the ms do not"
+        " add up to the unprofiled S4 figure)."
+    )
+    return ["## Observations (arithmetic on the figures above)", "", *(f"- {n}" for n in notes), ""]
+
+
+def _binding(results: dict[str, Any], run: dict[str, Any], process: str) -> str:
+    """Which limits an S3 run was near (at least 85% used), from its CPU and register figures."""
+    cores = run["cpu_cores_used"].get(process, 0.0)
+    register_rate = run["upstream"]["contracts"]["calls"] / run["elapsed_s"] if run["elapsed_s"] else 0.0
+    latency = results["config"]["latency_ms"]["contracts"]
+    register_max = REGISTER_WIDTH * 1000.0 / latency if latency else 0.0
+    near = []
+    if cores >= NEAR:
+        near.append(f"one full core for its one event loop ({cores:.2f} cores)")
+    if (run.get("machine_busy") or 0.0) >= NEAR:
+        near.append(f"the machine's cores ({100 * run['machine_busy']:.0f}% busy)")
+    if register_max and register_rate >= NEAR * register_max:
+        near.append(f"the register's 4 in flight ({register_rate:.0f} of {register_max:.0f} calls/s)")
+    if near:
+        return "it is at or near " + " and ".join(near)
+    return (
+        f"neither its CPU ({cores:.2f} cores), the machine's, nor the register ({register_rate:.0f} calls/s)"
+        " is near its limit: it waits on something else (a self-imposed bound?)"
+    )
+
+
+def _others(run: dict[str, Any]) -> float:
+    """Cores used during an S3 window by processes that are not the benchmark's."""
+    busy = float(run.get("machine_busy") or 0.0) * int(run.get("cores", 0))
+    return max(0.0, busy - float(sum(run["cpu_cores_used"].values())))
+
+
 def _calls(calls: dict[str, Any]) -> str:
     return ", ".join(f"{s} {v:g}" for s, v in calls.items())
 
@@ -789,3 +905,26 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None
+
+
+def rerender(json_path: Path) -> list[Path]:
+    """The Markdown and the plot again from a run's JSON (no measuring)."""
+    results = json.loads(json_path.read_text())
+    found = targets(results)
+    results["targets"] = [t.to_json() for t in found]
+    stem = json_path.name.removesuffix(".json")
+    png_path = json_path.with_name(f"{stem}-latency.png")
+    plotted = plot(results, png_path)
+    results["plot"] = png_path.name if plotted is None else None
+    md_path = json_path.with_name(f"{stem}.md")
+    md_path.write_text(markdown(results, found, plot_note=plotted))
+    json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    return [md_path, json_path] + ([png_path] if plotted is None else [])
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print("usage: python -m bench.report RESULTS.json", file=sys.stderr)
+        sys.exit(2)
+    for written in rerender(Path(sys.argv[1])):
+        print(f"bench: wrote {written}")
