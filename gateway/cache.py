@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any, TypeVar
 
 from cachetools import TTLCache
+
+from .channel import RedisChannel
 
 log = logging.getLogger("customer_graph.cache")
 
@@ -181,61 +181,30 @@ class RedisBus:
     """Publishes this process's evictions and applies everyone else's."""
 
     def __init__(self, url: str, cache: EntityCache) -> None:
-        import redis.asyncio as redis
-
-        self._redis = redis.from_url(url)
         self._cache = cache
-        self._origin = uuid.uuid4().hex
-        self._task: asyncio.Task[None] | None = None
-        self._sends: set[asyncio.Task[Any]] = set()
-        self.ready = asyncio.Event()
+        self._channel = RedisChannel(url, CHANNEL, self._apply)
+        self._sends: set[asyncio.Future[Any]] = set()
 
     async def start(self) -> None:
-        await self._redis.ping()
-        self._task = asyncio.create_task(self._listen(), name="cache-invalidations")
-        await asyncio.wait_for(self.ready.wait(), timeout=5)
+        await self._channel.start()
 
     def publish(self, resource: str, key: Hashable) -> None:
-        message = json.dumps({"o": self._origin, "r": resource, "k": key})
-        task = asyncio.ensure_future(self._redis.publish(CHANNEL, message))
+        task = asyncio.ensure_future(self._channel.publish({"r": resource, "k": key}))
         self._sends.add(task)
         task.add_done_callback(self._sent)
 
-    def _sent(self, task: asyncio.Task[Any]) -> None:
+    def _sent(self, task: asyncio.Future[Any]) -> None:
         self._sends.discard(task)
         error = None if task.cancelled() else task.exception()
         if error is not None:
             log.warning("cache invalidation not published", extra={"error_type": type(error).__name__})
 
-    async def _listen(self) -> None:
-        while True:
-            try:
-                async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(CHANNEL)
-                    self.ready.set()
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self._apply(message["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # reconnect after a pause; the TTL bounds staleness meanwhile
-                log.warning("cache invalidation channel lost", extra={"error_type": type(exc).__name__})
-                await asyncio.sleep(1)
-
-    def _apply(self, data: bytes | str) -> None:
-        try:
-            event = json.loads(data)
-        except ValueError:
-            return
-        if isinstance(event, dict) and event.get("o") != self._origin:
-            self._cache.evict(str(event.get("r")), event.get("k"), publish=False)
+    def _apply(self, payload: Any) -> None:
+        if isinstance(payload, dict):
+            self._cache.evict(str(payload.get("r")), payload.get("k"), publish=False)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
         for task in list(self._sends):
             with contextlib.suppress(Exception):
                 await task
-        await self._redis.aclose()
+        await self._channel.stop()

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from ..channel import RedisChannel
 from .model import ChangeEvent
 
 log = logging.getLogger("customer_graph.events")
@@ -130,48 +129,23 @@ class RedisBridge:
     def __init__(
         self, url: str, bus: EventBus, on_remote: Callable[[ChangeEvent], None] | None = None
     ) -> None:
-        import redis.asyncio as redis
-
-        self._redis = redis.from_url(url)
         self._bus = bus
         self._on_remote = on_remote
-        self._origin = uuid.uuid4().hex
-        self._task: asyncio.Task[None] | None = None
-        self.ready = asyncio.Event()
+        self._channel = RedisChannel(url, CHANNEL, self._apply)
 
     async def start(self) -> None:
-        await self._redis.ping()
-        self._task = asyncio.create_task(self._listen(), name="live-updates-bridge")
-        await asyncio.wait_for(self.ready.wait(), timeout=5)
+        await self._channel.start()
 
     async def send(self, events: Sequence[ChangeEvent]) -> None:
-        message = json.dumps({"o": self._origin, "e": [event.to_json() for event in events]})
+        payload = [event.to_json() for event in events]
         try:
-            await asyncio.wait_for(self._redis.publish(CHANNEL, message), timeout=PUBLISH_TIMEOUT)
+            await asyncio.wait_for(self._channel.publish(payload), timeout=PUBLISH_TIMEOUT)
         except Exception as exc:
             raise BusUnavailable(f"changes not sent to the other instances ({type(exc).__name__})") from exc
 
-    async def _listen(self) -> None:
-        while True:
-            try:
-                async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(CHANNEL)
-                    self.ready.set()
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self._apply(message["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # reconnect after a pause
-                log.warning("live updates channel lost", extra={"error_type": type(exc).__name__})
-                await asyncio.sleep(1)
-
-    def _apply(self, data: bytes | str) -> None:
+    def _apply(self, payload: Any) -> None:
         try:
-            message: Any = json.loads(data)
-            if not isinstance(message, dict) or message.get("o") == self._origin:
-                return
-            events = [ChangeEvent.from_json(item) for item in message.get("e", [])]
+            events = [ChangeEvent.from_json(item) for item in payload]
         except (ValueError, KeyError, TypeError):
             log.warning("a malformed message on the live updates channel was ignored")
             return
@@ -184,8 +158,4 @@ class RedisBridge:
             self._bus.deliver(event)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._redis.aclose()
+        await self._channel.stop()

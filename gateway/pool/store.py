@@ -19,10 +19,16 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.store.db import Database, InvalidCursor, StoreUnavailable, decode_cursor, encode_cursor
+from gateway.store.db import (
+    STORE_ERRORS,
+    Database,
+    InvalidCursor,
+    StoreUnavailable,
+    decode_cursor,
+    encode_cursor,
+)
 from gateway.store.models import pool_history
 
 from .rules import HistoryPage, PoolEventKind, PoolRecord
@@ -31,7 +37,6 @@ log = logging.getLogger(__name__)
 
 MAX_PAGE = 100
 _CURSOR_KIND = "pool"
-_STORE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
 _ENTERING = (PoolEventKind.RELEASE.value, PoolEventKind.RECYCLE.value)
 
 
@@ -83,7 +88,7 @@ class PoolStore:
                 return await self._add(conn, records)
             async with self.db.write_transaction() as own:
                 return await self._add(own, records)
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             raise StoreUnavailable(f"the pool history is unavailable ({type(exc).__name__})") from None
 
     async def _add(self, conn: AsyncConnection, records: Sequence[PoolRecord]) -> list[bool]:
@@ -116,7 +121,7 @@ class PoolStore:
         try:
             async with self.db.read() as conn:
                 value = (await conn.execute(stmt)).scalar()
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             raise StoreUnavailable(f"the pool history is unavailable ({type(exc).__name__})") from None
         return value if isinstance(value, datetime) else None
 
@@ -135,7 +140,7 @@ class PoolStore:
         try:
             async with self.db.read() as conn:
                 rows = (await conn.execute(stmt)).mappings().all()
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             raise StoreUnavailable(f"the pool history is unavailable ({type(exc).__name__})") from None
         found: dict[str, PoolRecord] = {}
         for row in rows:
@@ -158,7 +163,7 @@ class PoolStore:
         try:
             async with self.db.read() as conn:
                 rows = (await conn.execute(stmt)).mappings().all()
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             raise StoreUnavailable(f"the pool history is unavailable ({type(exc).__name__})") from None
         records = [_record(row) for row in rows[:first]]
         return HistoryPage(

@@ -30,14 +30,13 @@ from enum import StrEnum
 from typing import Any, Literal, NoReturn, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from policies import Policy, PolicyHolder, Principal
 from policies.catalogue import FIELDS
 
 from .audit import AuditEntry, AuditLog, AuditTransaction
-from .db import Database, InvalidCursor, StoreUnavailable, decode_cursor, encode_cursor
+from .db import STORE_ERRORS, Database, InvalidCursor, StoreUnavailable, decode_cursor, encode_cursor
 from .models import access_requests
 
 ErrorCode = Literal["FORBIDDEN", "NOT_FOUND", "BAD_USER_INPUT", "CONFLICT"]
@@ -47,7 +46,6 @@ MAX_REASON = 500
 MAX_FIELDS = 20
 MAX_PAGE = 100
 _CURSOR_KIND = "access"
-_STORE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -528,7 +526,7 @@ class AccessRequests:
         try:
             async with self.db.write_transaction() as conn:
                 yield conn, None
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             raise StoreUnavailable(f"the gateway database is unavailable ({type(exc).__name__})") from None
 
     @asynccontextmanager
@@ -536,7 +534,7 @@ class AccessRequests:
         try:
             async with self.db.read() as conn:
                 yield conn
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             raise StoreUnavailable(f"the gateway database is unavailable ({type(exc).__name__})") from None
 
     @staticmethod

@@ -47,11 +47,11 @@ from decimal import Decimal
 from typing import Any, Literal, TextIO
 
 import sqlalchemy as sa
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .db import (
     AUDIT_CHAIN_LOCK_KEY,
+    STORE_ERRORS,
     Database,
     InvalidCursor,
     StoreUnavailable,
@@ -375,9 +375,6 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-_STORE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
-
-
 # --- the log -----------------------------------------------------------------------------------------
 
 
@@ -483,7 +480,7 @@ class AuditLog:
         except AuditUnavailable:
             log.warning("audit store did not take %d record(s): chain head missing or moved", len(entries))
             raise
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             reason = _describe(exc)
             log.warning("audit store did not take %d record(s): %s", len(entries), reason)
             raise AuditUnavailable(f"the audit store is unavailable ({reason})") from None
@@ -514,7 +511,7 @@ class AuditLog:
                 finally:
                     if self.db.is_sqlite:
                         self._lock.release()
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             reason = _describe(exc)
             log.warning("audit store transaction failed: %s", reason)
             raise AuditUnavailable(f"the audit store is unavailable ({reason})") from None
@@ -601,7 +598,7 @@ class AuditLog:
         try:
             async with self.db.read() as conn:
                 rows = (await conn.execute(stmt)).mappings().all()
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             raise AuditUnavailable(f"the audit store is unavailable ({_describe(exc)})") from None
         records = [_record(row) for row in rows[:first]]
         return AuditPage(
@@ -618,7 +615,7 @@ class AuditLog:
                     .mappings()
                     .one_or_none()
                 )
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             raise AuditUnavailable(f"the audit store is unavailable ({_describe(exc)})") from None
         return _record(row) if row is not None else None
 
@@ -667,7 +664,7 @@ class AuditLog:
                     out.write(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
                     out.write("\n")
                 count += 1
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             raise AuditUnavailable(f"the audit store is unavailable ({_describe(exc)})") from None
         return count
 
@@ -677,7 +674,7 @@ class AuditLog:
         head matching the last record. Raises ``AuditUnavailable`` when the store cannot be read."""
         try:
             return await self._verify(chunk)
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             raise AuditUnavailable(f"the audit store is unavailable ({_describe(exc)})") from None
 
     async def _verify(self, chunk: int) -> VerifyResult:

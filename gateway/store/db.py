@@ -28,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
@@ -47,6 +47,10 @@ _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 class DatabaseConfigError(ValueError):
     """The database URL or options cannot be used; the message never contains the password."""
+
+
+# What a database outage looks like from here: driver and SQLAlchemy errors, sockets, timeouts.
+STORE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
 
 
 class StoreUnavailable(Exception):
