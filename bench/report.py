@@ -475,13 +475,15 @@ def _setup(results: dict[str, Any]) -> list[str]:
         " database a fresh SQLite file, the default backend); S1, S2"
         " and S4 sent one at a time from the benchmark process; S3 from a separate load-generator process"
         " (`python -m bench.loadgen`).",
-        "- Baseline (`bench/baseline.py`): a hand-written direct client — httpx, `asyncio.gather`, the same"
-        " two waves and the same upstream calls as the gateway's minimum, at most 4 register calls in"
-        " flight; no caller auth, no policy, no masking. S1, S2 and S4 run it in the benchmark process; S3"
-        " runs it inside the load-generator process (the app *is* the client), so in both S3 runs one Python"
-        " event loop does the upstream fan-out: the gateway's in the gateway process, the baseline's in the"
-        " generator. Each baseline scenario runs right after the cold gateway's same scenario, so both"
-        " see the machine in the same state.",
+        "- Baseline (`bench/baseline.py`): a hand-written direct client — httpx, `asyncio.gather`, the "
+        "same two waves and the same upstream calls as the gateway's minimum, at most 4 register calls in"
+        " flight and 16 per other system (like the gateway's connectors: unbounded, httpx's pool spends "
+        "its CPU on queue bookkeeping at 64 clients and answered nothing in a 3-s window; see "
+        "`bench/baseline.py`); no caller auth, no policy, no masking. S1, S2 and S4 run it in the "
+        "benchmark process; S3 runs it inside the load-generator process (the app *is* the client), so in"
+        " both S3 runs one Python event loop does the upstream fan-out: the gateway's in the gateway "
+        "process, the baseline's in the generator. Each baseline scenario runs right after the cold "
+        "gateway's same scenario, so both see the machine in the same state.",
         f"- The gateway's per-caller rate limit (default 1200/min, burst 200) is raised to {rate}/min so it"
         " never bites (it is still checked on every request): the sequential runs send one caller's requests"
         " faster than 20/s. In S3 each client is its own caller (its own token, the same roles).",
