@@ -215,15 +215,17 @@ class Gateway:
         return self._upstreams
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Each system reachable (one quick health call each) and its circuit's state."""
+        """Each system reachable (one quick health call each) and its circuit's state; the database."""
         upstreams = self.upstreams
         connectors = (upstreams.sales, upstreams.support, upstreams.contracts)
-        healthy = await asyncio.gather(*(c.health(timeout=1.0) for c in connectors))
+        healthy, database = await asyncio.gather(
+            asyncio.gather(*(c.health(timeout=1.0) for c in connectors)), self.database.ping(timeout=1.0)
+        )
         systems = {
             c.system.value: {"reachable": ok, "circuit": c.status()["breaker"]}
             for c, ok in zip(connectors, healthy, strict=True)
         }
-        return all(healthy), {"systems": systems}
+        return all(healthy) and database, {"systems": systems, "database": {"reachable": database}}
 
     async def record_audit(self, context: RequestContext) -> bool:
         """Write the request's audit records before its answer leaves; False when the store failed."""

@@ -126,6 +126,7 @@ async def test_readyz_says_which_system_is_down(app_client: httpx.AsyncClient, s
     assert response.status_code == 503
     assert response.json()["systems"]["contracts"]["reachable"] is False
     assert response.json()["systems"]["sales"]["reachable"] is True
+    assert response.json()["database"] == {"reachable": True}
     assert systems.contracts_url not in response.text
 
 
