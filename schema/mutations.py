@@ -55,14 +55,14 @@ def _authorize(context: RequestContext, operation: str, account: models.Account,
         raise Forbidden(f"Not allowed: {decision.rule}.")
 
 
-def _answer(context: RequestContext, account: models.Account) -> Customer:
+def answer_with_policy(context: RequestContext, account: models.Account) -> Customer:
     """The customer after a write, through the read policy (and the request's cache refreshed)."""
     loaders = context.loaders
     loaders.account.clear(account.account_no).prime(account.account_no, account)
     return Customer.from_account(account, context.require_guard().view(account))
 
 
-def _text(name: str, value: str | None, *, required: bool = False) -> str | None:
+def clean_text(name: str, value: str | None, *, required: bool = False) -> str | None:
     if value is None:
         if required:
             raise BadUserInput(f"'{name}' is required.")
@@ -75,7 +75,7 @@ def _text(name: str, value: str | None, *, required: bool = False) -> str | None
     return value
 
 
-def _invalid(exc: UpstreamInvalid) -> BadUserInput:
+def refused_values(exc: UpstreamInvalid) -> BadUserInput:
     fields = sorted(exc.fields)
     where = f" ({', '.join(fields)})" if fields else ""
     return BadUserInput(f"The {exc.system.value} system refused the values{where}.", fields=fields)
@@ -180,7 +180,7 @@ class Mutation:
         for graph_name, sales_name in _CONTACT_FIELDS.items():
             value = getattr(input, sales_name)
             if value is not strawberry.UNSET:
-                changes[sales_name] = _text(graph_name, value)
+                changes[sales_name] = clean_text(graph_name, value)
         if not changes:
             raise BadUserInput("Nothing to change: give at least one contact field.")
         account = await _target(context, input.customer_id)
@@ -194,7 +194,7 @@ class Mutation:
         except UpstreamConflict:
             raise Conflict("The customer changed since that version; read it again and retry.") from None
         except UpstreamInvalid as exc:
-            raise _invalid(exc) from None
+            raise refused_values(exc) from None
         context.evict(account.account_no, email=account.email)
         context.record(
             WriteRecord(
@@ -204,13 +204,13 @@ class Mutation:
                 after={s: getattr(updated, s) for s in changes},
             )
         )
-        return UpdateCustomerContactPayload(customer=_answer(context, updated))
+        return UpdateCustomerContactPayload(customer=answer_with_policy(context, updated))
 
     @strawberry.mutation(description="Log a communication (activity) with a customer.")
     async def log_activity(self, info: strawberry.Info, input: LogActivityInput) -> LogActivityPayload | None:
         context = _context(info)
-        subject = cast(str, _text("subject", input.subject, required=True))
-        notes = _text("notes", input.notes)
+        subject = cast(str, clean_text("subject", input.subject, required=True))
+        notes = clean_text("notes", input.notes)
         account = await _target(context, input.customer_id)
         _authorize(context, "logActivity", account)
         principal = context.require_principal()
@@ -225,7 +225,7 @@ class Mutation:
                 idempotency_key=input.idempotency_key or uuid.uuid4().hex,
             )
         except UpstreamInvalid as exc:
-            raise _invalid(exc) from None
+            raise refused_values(exc) from None
         context.loaders.activities.clear(account.account_no)
         context.evict(account.account_no)
         context.record(
@@ -235,13 +235,13 @@ class Mutation:
                 after={"activity_id": activity.activity_id, "type": activity.type, "subject": subject},
             )
         )
-        return LogActivityPayload(customer=_answer(context, account), activity_record=activity)
+        return LogActivityPayload(customer=answer_with_policy(context, account), activity_record=activity)
 
     @strawberry.mutation(description="Open a support ticket for a customer.")
     async def open_ticket(self, info: strawberry.Info, input: OpenTicketInput) -> OpenTicketPayload | None:
         context = _context(info)
-        subject = cast(str, _text("subject", input.subject, required=True))
-        body = cast(str, _text("body", input.body, required=True))
+        subject = cast(str, clean_text("subject", input.subject, required=True))
+        body = cast(str, clean_text("body", input.body, required=True))
         account = await _target(context, input.customer_id)
         _authorize(context, "openTicket", account)
         if account.email is None:
@@ -257,13 +257,13 @@ class Mutation:
                 request_id=input.idempotency_key or uuid.uuid4().hex,
             )
         except UpstreamInvalid as exc:
-            raise _invalid(exc) from None
+            raise refused_values(exc) from None
         context.loaders.tickets.clear(account.email)
         context.evict(account.account_no, email=account.email)
         context.record(
             WriteRecord("openTicket", account.account_no, after={"ticket_id": ticket.id, "subject": subject})
         )
-        return OpenTicketPayload(customer=_answer(context, account), ticket_record=ticket)
+        return OpenTicketPayload(customer=answer_with_policy(context, account), ticket_record=ticket)
 
     @strawberry.mutation(description="Assign a customer to a sales rep, or return it to the pool.")
     async def assign_owner(self, info: strawberry.Info, input: AssignOwnerInput) -> AssignOwnerPayload | None:
@@ -280,7 +280,7 @@ class Mutation:
         except UpstreamConflict:
             raise Conflict("The customer changed since that version; read it again and retry.") from None
         except UpstreamInvalid as exc:
-            raise _invalid(exc) from None
+            raise refused_values(exc) from None
         context.evict(account.account_no)
         context.record(
             WriteRecord(
@@ -290,4 +290,4 @@ class Mutation:
                 after={"owner_id": owner_id},
             )
         )
-        return AssignOwnerPayload(customer=_answer(context, updated))
+        return AssignOwnerPayload(customer=answer_with_policy(context, updated))

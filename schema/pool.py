@@ -37,9 +37,9 @@ from .dormancy import dormant_flags
 from .enums import CustomerStatus, Region
 from .errors import BadUserInput, Conflict, Forbidden, GraphError, NotFound
 from .ids import customer_key
-from .mutations import _answer, _invalid, _text
+from .mutations import answer_with_policy, clean_text, refused_values
 from .paging import MAX_PER_PAGE, decode_cursor, fetch_page
-from .query import CustomerFilter, PageInfo, _streams
+from .query import CustomerFilter, PageInfo, row_streams
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +292,7 @@ class PoolQuery:
         guard = context.require_guard()
         first = _first(context, first)
         wanted = filter or PoolFilter()
-        streams, disjoint = _streams(
+        streams, disjoint = row_streams(
             guard,
             CustomerFilter(region=wanted.region, status=wanted.status, in_pool=True, search=wanted.search),
         )
@@ -405,7 +405,7 @@ class PoolMutation:
         sales = context.loaders.upstreams.sales
         account = await _fresh(context, account_no)
         if account.owner_id == sub:
-            return ClaimCustomerPayload(customer=_answer(context, account))  # already the caller's
+            return ClaimCustomerPayload(customer=answer_with_policy(context, account))  # already the caller's
         # The claim is about the customer as a pool customer: may the caller claim such a one at all?
         as_pool = replace(account, owner_id=None, owner_since=None)
         decision = guard.policy.can_write(guard.principal, "claimCustomer", as_pool)
@@ -430,9 +430,9 @@ class PoolMutation:
             except UpstreamConflict:
                 # lost the race, unless it was the caller's own claim sent twice
                 current = await _after_lost_race(context, account_no, sub)
-                return ClaimCustomerPayload(customer=_answer(context, current))
+                return ClaimCustomerPayload(customer=answer_with_policy(context, current))
             except UpstreamInvalid as exc:
-                raise _invalid(exc) from None
+                raise refused_values(exc) from None
         context.evict(account_no)
         context.record(
             WriteRecord("claimCustomer", account_no, before={"owner_id": None}, after={"owner_id": sub})
@@ -447,7 +447,7 @@ class PoolMutation:
             request_id=context.request_id,
         )
         await _record_history(context, pool, [record])
-        return ClaimCustomerPayload(customer=_answer(context, updated))
+        return ClaimCustomerPayload(customer=answer_with_policy(context, updated))
 
     @strawberry.mutation(
         description="Give an own customer back to the public pool (sales_rep), with a reason from the fixed "
@@ -459,7 +459,7 @@ class PoolMutation:
         context = _context(info)
         guard = context.require_guard()
         pool = _pool(context)
-        note = _text("note", note) or None
+        note = clean_text("note", note) or None
         problem = rules.release_problem(rules.ReleaseReason(reason.value), note)
         if problem is not None:
             raise BadUserInput(problem)
@@ -479,7 +479,7 @@ class PoolMutation:
                 "The customer changed meanwhile; read it again and retry.", reason="CHANGED"
             ) from None
         except UpstreamInvalid as exc:
-            raise _invalid(exc) from None
+            raise refused_values(exc) from None
         context.evict(account_no)
         context.record(
             WriteRecord(
@@ -501,7 +501,7 @@ class PoolMutation:
             request_id=context.request_id,
         )
         await _record_history(context, pool, [record])
-        return ReleaseCustomerPayload(customer=_answer(context, updated))
+        return ReleaseCustomerPayload(customer=answer_with_policy(context, updated))
 
     @strawberry.mutation(
         description="Send the region's dormant customers (no contact in 365 days) back to the pool: a bulk "

@@ -103,7 +103,7 @@ async def _customer(info: strawberry.Info, account_no: str) -> Customer | None:
     return Customer.from_account(account, view) if view.visible else None
 
 
-def _streams(guard: Guard, filter: CustomerFilter | None) -> tuple[list[Stream], bool]:
+def row_streams(guard: Guard, filter: CustomerFilter | None) -> tuple[list[Stream], bool]:
     """The upstream list queries for the caller's rows and filter, and whether they are disjoint."""
     filter = filter or CustomerFilter()
     if filter.owner_id is not None and filter.in_pool:
@@ -185,7 +185,7 @@ class Query:
         first = 20 if first is None else first
         if first < 0 or first > context.max_first:
             raise BadUserInput(f"'first' must be between 0 and {context.max_first}.")
-        streams, disjoint = _streams(guard, filter)
+        streams, disjoint = row_streams(guard, filter)
         if filter is not None and filter.dormant is not None:
             streams = [replace(s, select=dormancy_select(context, filter.dormant)) for s in streams]
         offsets = decode_cursor(after, len(streams)) if after else [0] * len(streams)
