@@ -323,12 +323,7 @@ class PoolQuery:
             edges.append(PoolEdge(cursor=cursor, node=node))
         return PoolConnection(
             edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next,
-                has_previous_page=after is not None,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=edges[-1].cursor if edges else (page.end_cursor if streams else None),
-            ),
+            page_info=PageInfo.of(page, [edge.cursor for edge in edges], after=after, streams=len(streams)),
             total_count=page.total,
         )
 

@@ -16,7 +16,7 @@ from .dormancy import dormancy_select
 from .enums import CustomerStatus, Region
 from .errors import BadUserInput
 from .ids import customer_key, decode_id
-from .paging import Predicate, Stream, decode_cursor, fetch_page
+from .paging import Page, Predicate, Stream, decode_cursor, fetch_page
 from .selection import selected_field_names
 
 # Sales resources keyed by account_no: start loading them with the account, not after it.
@@ -54,6 +54,17 @@ class PageInfo:
     has_previous_page: bool
     start_cursor: str | None
     end_cursor: str | None
+
+    @classmethod
+    def of(cls, page: Page, cursors: list[str], *, after: str | None, streams: int) -> PageInfo:
+        """For a page of the customer streams (``customers``, ``publicPool``): ``cursors`` of the edges
+        served; with none, the end cursor still says where the scan stopped."""
+        return cls(
+            has_next_page=page.has_next,
+            has_previous_page=after is not None,
+            start_cursor=cursors[0] if cursors else None,
+            end_cursor=cursors[-1] if cursors else (page.end_cursor if streams else None),
+        )
 
 
 @strawberry.type
@@ -200,12 +211,7 @@ class Query:
             edges.append(CustomerEdge(cursor=cursor, node=Customer.from_account(account, view)))
         return CustomerConnection(
             edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next,
-                has_previous_page=after is not None,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=edges[-1].cursor if edges else (page.end_cursor if streams else None),
-            ),
+            page_info=PageInfo.of(page, [edge.cursor for edge in edges], after=after, streams=len(streams)),
             total_count=page.total,
         )
 

@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from connectors.models import Account
 from gateway.store import AuditEntry, Database
 from gateway.store.models import metadata
+from tests.factories import make_account
 
 T = TypeVar("T")
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -208,25 +209,7 @@ def entry(n: int = 0, **overrides: object) -> AuditEntry:
 
 
 def account(account_no: str = "A-1", owner: str | None = "u-1021", region: str = "east") -> Account:
-    return Account(
-        account_no=account_no,
-        kind="company",
-        name="Chengchuan Trading",
-        contact_name="Wang Fang",
-        title="Purchasing",
-        email="wang.fang@chengchuan.cn",
-        phone="+8613812345678",
-        address="上海市浦东新区张江路 88 号",
-        tax_id="91310115MA1K4Q2X3L",
-        region=region,
-        status="customer",
-        owner_id=owner,
-        owner_since=T0 if owner else None,
-        pool_since=None if owner else T0,
-        created_at=T0,
-        updated_at=T0,
-        version=1,
-    )
+    return make_account(account_no, owner, region)
 
 
 async def raw(db: Database, sql: str, **params: object) -> None:
