@@ -15,7 +15,10 @@ consistent chain: keep a copy of ``VerifyResult.head_hash`` elsewhere to make th
 
 **Appends are serialised**: on PostgreSQL by ``pg_advisory_xact_lock`` taken in the appending
 transaction (several gateway processes may share one database), the head read after it; on SQLite
-by ``BEGIN IMMEDIATE`` and, within a process, an ``asyncio.Lock``.
+by ``BEGIN IMMEDIATE`` and, within a process, an ``asyncio.Lock``. On a SQLite file ``record()``'s
+transactions run on the database's writer thread (``Database.run_write``: one synchronous connection,
+one transaction at a time), so the event loop spends one thread hop per group commit, not one per
+statement; ``transaction()`` (the caller's own statements with its entries) uses the async engine.
 
 **Durability before the response.** ``record()`` returns once the records are committed, and raises
 ``AuditUnavailable`` otherwise (the gateway answers ``INTERNAL`` and serves nothing). Concurrent
@@ -47,6 +50,7 @@ from decimal import Decimal
 from typing import Any, Literal, TextIO
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .db import (
@@ -375,6 +379,48 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+# --- appending to the chain -------------------------------------------------------------------------
+
+_LOCK_CHAIN = sa.text("SELECT pg_advisory_xact_lock(:key)")
+_READ_HEAD = sa.select(audit_chain_head.c.last_id, audit_chain_head.c.last_hash).where(
+    audit_chain_head.c.id == CHAIN_HEAD_ID
+)
+_INSERT_RECORDS = audit_log.insert()
+_INSERT_INDEX = audit_customers.insert()
+_MOVE_HEAD = (  # compare-and-set: only from the head this append started from
+    audit_chain_head.update()
+    .where(audit_chain_head.c.id == CHAIN_HEAD_ID, audit_chain_head.c.last_id == sa.bindparam("from_id"))
+    .values(last_id=sa.bindparam("to_id"), last_hash=sa.bindparam("to_hash"))
+)
+
+
+def _append(conn: Connection, entries: Sequence[_Prepared]) -> None:
+    """Append ``entries`` to the chain inside ``conn``'s transaction, which must hold the chain lock on
+    SQLite (``BEGIN IMMEDIATE``); on PostgreSQL the advisory lock is taken here, held until commit.
+    Synchronous: run on the writer thread (``Database.run_write``) or through ``run_sync``."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_LOCK_CHAIN, {"key": AUDIT_CHAIN_LOCK_KEY})
+    head = conn.execute(_READ_HEAD).one_or_none()
+    if head is None:
+        raise AuditUnavailable("the audit chain head is missing (database not migrated?)")
+    first_id = last_id = int(head.last_id)
+    prev = str(head.last_hash)
+    rows: list[dict[str, Any]] = []
+    index_rows: list[dict[str, Any]] = []
+    for item in entries:
+        last_id += 1
+        digest = chain_hash(prev, last_id, item.body)
+        rows.append({**item.values, "id": last_id, "prev_hash": prev, "hash": digest})
+        index_rows.extend({"account_no": a, "audit_id": last_id} for a in item.customers)
+        prev = digest
+    conn.execute(_INSERT_RECORDS, rows)
+    if index_rows:
+        conn.execute(_INSERT_INDEX, index_rows)
+    moved = conn.execute(_MOVE_HEAD, {"from_id": first_id, "to_id": last_id, "to_hash": prev})
+    if moved.rowcount != 1:
+        raise AuditUnavailable("the audit chain head moved during an append")
+
+
 # --- the log -----------------------------------------------------------------------------------------
 
 
@@ -423,7 +469,8 @@ class AuditLog:
     async def record(self, entries: Sequence[AuditEntry]) -> None:
         """Append a request's entries (in this order, contiguous in the chain) and return once they
         are committed. Raises ``AuditUnavailable`` when they could not be (nothing of them is stored
-        then, unless the failure hit the commit's acknowledgement itself)."""
+        then, unless the failure hit the commit's acknowledgement itself, or the timeout ran out while
+        the writer thread was committing them: that transaction still ends there)."""
         if not entries:
             return
         now = datetime.now(UTC)
@@ -472,11 +519,10 @@ class AuditLog:
         try:
             async with asyncio.timeout(self.timeout):
                 if self.db.is_sqlite:
-                    async with self._lock, self.db.write_transaction() as conn:
-                        await self._append(conn, entries)
+                    async with self._lock:
+                        await self.db.run_write(_append, entries)
                 else:
-                    async with self.db.write_transaction() as conn:
-                        await self._append(conn, entries)
+                    await self.db.run_write(_append, entries)
         except AuditUnavailable:
             log.warning("audit store did not take %d record(s): chain head missing or moved", len(entries))
             raise
@@ -507,7 +553,7 @@ class AuditLog:
                         tx = AuditTransaction(conn)
                         yield tx
                         if tx._entries:
-                            await self._append(conn, tx._entries)
+                            await conn.run_sync(_append, tx._entries)
                 finally:
                     if self.db.is_sqlite:
                         self._lock.release()
@@ -515,41 +561,6 @@ class AuditLog:
             reason = _describe(exc)
             log.warning("audit store transaction failed: %s", reason)
             raise AuditUnavailable(f"the audit store is unavailable ({reason})") from None
-
-    async def _append(self, conn: AsyncConnection, entries: list[_Prepared]) -> None:
-        """Append to the chain inside the caller's transaction (which must hold the chain lock on
-        SQLite; on PostgreSQL the advisory lock is taken here and held until commit)."""
-        if self.db.is_postgresql:
-            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_CHAIN_LOCK_KEY})
-        head = (
-            await conn.execute(
-                sa.select(audit_chain_head.c.last_id, audit_chain_head.c.last_hash).where(
-                    audit_chain_head.c.id == CHAIN_HEAD_ID
-                )
-            )
-        ).one_or_none()
-        if head is None:
-            raise AuditUnavailable("the audit chain head is missing (database not migrated?)")
-        first_id = last_id = int(head.last_id)
-        prev = str(head.last_hash)
-        rows: list[dict[str, Any]] = []
-        index_rows: list[dict[str, Any]] = []
-        for item in entries:
-            last_id += 1
-            digest = chain_hash(prev, last_id, item.body)
-            rows.append({**item.values, "id": last_id, "prev_hash": prev, "hash": digest})
-            index_rows.extend({"account_no": a, "audit_id": last_id} for a in item.customers)
-            prev = digest
-        await conn.execute(audit_log.insert(), rows)
-        if index_rows:
-            await conn.execute(audit_customers.insert(), index_rows)
-        updated = await conn.execute(
-            audit_chain_head.update()
-            .where(audit_chain_head.c.id == CHAIN_HEAD_ID, audit_chain_head.c.last_id == first_id)
-            .values(last_id=last_id, last_hash=prev)
-        )
-        if updated.rowcount != 1:
-            raise AuditUnavailable("the audit chain head moved during an append")
 
     async def aclose(self) -> None:
         """Wait for queued records to be committed (or to fail)."""

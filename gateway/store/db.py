@@ -8,7 +8,9 @@ the newest Alembic revision; the gateway calls it at start.
 SQLite runs in WAL mode (set by ``migrate()``) with ``synchronous=FULL`` (a committed audit record
 survives a power cut) and a 5 s busy timeout, foreign keys on. Write transactions that must be
 serialised (the audit chain) use ``write_transaction()``: ``BEGIN IMMEDIATE`` on SQLite, READ COMMITTED
-on PostgreSQL.
+on PostgreSQL. ``run_write(fn)`` runs a synchronous ``fn(connection)`` in such a transaction; on a SQLite
+file it does so on a writer thread of its own (one synchronous pysqlite connection, same pragmas), one
+thread hop per transaction instead of one per statement.
 """
 
 from __future__ import annotations
@@ -16,23 +18,28 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import logging
 import os
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 DATABASE_URL_ENV = "CG_DATABASE_URL"
 DEFAULT_SQLITE_PATH = Path("var") / "gateway.db"
@@ -109,7 +116,8 @@ def normalise_url(url: str | None) -> URL:
 
 
 class Database:
-    """The async engine and what every part of the store needs to know about it.
+    """The async engine and what every part of the store needs to know about it (and, on a SQLite file,
+    the writer ``run_write()`` uses: a synchronous engine of one connection and a thread of its own).
 
     ``schema`` (PostgreSQL only; or ``?schema=`` in the URL): the schema the tables live in (created by
     ``migrate()``), set as the connections' ``search_path``. ``connect_timeout``: seconds to open a
@@ -138,6 +146,11 @@ class Database:
             raise DatabaseConfigError("a schema can only be chosen on PostgreSQL")
         self.schema = schema
         self.connect_timeout = connect_timeout
+        # a SQLite file (not in memory): run_write() uses the writer thread
+        self._sqlite_file = self.dialect == "sqlite" and not _sqlite_in_memory(self.url.database)
+        self._echo = echo
+        self._writer: Engine | None = None
+        self._writer_executor: ThreadPoolExecutor | None = None
         kwargs: dict[str, Any] = {"echo": echo}
         if self.dialect == "sqlite":
             self.engine = self._sqlite_engine(kwargs, connect_timeout)
@@ -166,34 +179,30 @@ class Database:
     # --- engine setup ---------------------------------------------------------------------------
 
     def _sqlite_engine(self, kwargs: dict[str, Any], busy_timeout: float) -> AsyncEngine:
-        database = self.url.database or ""
-        memory = database in ("", ":memory:") or database.startswith("file::memory:")
-        if memory:
+        if _sqlite_in_memory(self.url.database):
             kwargs["poolclass"] = StaticPool  # one connection, or every connection sees its own database
         else:
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.url.database or "").parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(self.url, connect_args={"timeout": busy_timeout}, **kwargs)
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-            # let SQLAlchemy, not the driver, say when a transaction begins (and how: see _on_begin)
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            try:
-                # (WAL is set once, persistently, by migrate(): switching needs a lock a busy database
-                # may not give at once, and connecting must not wait for it)
-                cursor.execute("PRAGMA synchronous=FULL")
-                cursor.execute("PRAGMA foreign_keys=ON")
-                cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-            finally:
-                cursor.close()
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            immediate = conn.get_execution_options().get("cg_sqlite_immediate", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
+        _sqlite_events(engine.sync_engine, busy_timeout)
         return engine
+
+    def _writer_engine(self) -> tuple[Engine, ThreadPoolExecutor]:
+        """The SQLite file's writer: a synchronous engine (one connection) and the thread it is used on,
+        made at first use (and again after ``aclose()``)."""
+        if self._writer is None or self._writer_executor is None:
+            engine = sa.create_engine(
+                self.url.set(drivername="sqlite+pysqlite"),
+                pool_size=1,
+                max_overflow=0,
+                # the connection is made and used on the writer thread, but disposed of from elsewhere
+                connect_args={"timeout": self.connect_timeout, "check_same_thread": False},
+                echo=self._echo,
+            )
+            _sqlite_events(engine, self.connect_timeout)
+            self._writer = engine.execution_options(cg_sqlite_immediate=True)
+            self._writer_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
+        return self._writer, self._writer_executor
 
     # --- properties -----------------------------------------------------------------------------
 
@@ -223,6 +232,23 @@ class Database:
                 await conn.execution_options(isolation_level="READ COMMITTED")
             async with conn.begin():
                 yield conn
+
+    async def run_write(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``fn(connection, *args, **kwargs)`` inside one ``write_transaction()``-like transaction,
+        committed before this returns (rolled back if ``fn`` raises). On a SQLite file ``fn`` runs on the
+        writer thread, on its synchronous connection; elsewhere on the async engine (``run_sync``).
+
+        Cancelled while the writer thread runs ``fn``, the transaction still ends (commits or rolls
+        back) on that thread; cancelled before it started, it never runs. The writer runs one
+        transaction at a time, in the order they were asked for."""
+        if not self._sqlite_file:
+            async with self.write_transaction() as conn:
+                return await conn.run_sync(fn, *args, **kwargs)
+        engine, executor = self._writer_engine()
+        call = functools.partial(_in_transaction, engine, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(executor, call)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -255,8 +281,7 @@ class Database:
 
     async def _sqlite_wal(self, conn: AsyncConnection) -> None:
         """Put the file in WAL mode (persistent): readers never block the appending writer."""
-        database = self.url.database or ""
-        if database in ("", ":memory:") or database.startswith("file::memory:"):
+        if _sqlite_in_memory(self.url.database):
             return
         raw = (await conn.get_raw_connection()).driver_connection  # aiosqlite, autocommit
         assert raw is not None
@@ -290,7 +315,51 @@ class Database:
         return True
 
     async def aclose(self) -> None:
+        """Close the pooled connections (they reopen at the next use); waits for a running write."""
+        writer, executor = self._writer, self._writer_executor
+        self._writer = self._writer_executor = None
+        if writer is not None and executor is not None:
+            try:  # after what the writer thread has been given already
+                await asyncio.get_running_loop().run_in_executor(executor, writer.dispose)
+            finally:
+                executor.shutdown(wait=False)
         await self.engine.dispose()
 
     def __repr__(self) -> str:
         return f"Database({self.safe_url!r})"
+
+
+def _sqlite_in_memory(database: str | None) -> bool:
+    return not database or database == ":memory:" or database.startswith("file::memory:")
+
+
+def _sqlite_events(engine: Engine, busy_timeout: float) -> None:
+    """Connect-time pragmas and SQLAlchemy-controlled ``BEGIN`` for a SQLite engine (the async engine's
+    ``sync_engine`` and the writer's engine alike)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        # let SQLAlchemy, not the driver, say when a transaction begins (and how: see _on_begin)
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            # (WAL is set once, persistently, by migrate(): switching needs a lock a busy database
+            # may not give at once, and connecting must not wait for it)
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("cg_sqlite_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _in_transaction(
+    engine: Engine, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """On the writer thread: ``fn`` in one ``BEGIN IMMEDIATE`` transaction of the writer's connection."""
+    with engine.connect() as conn, conn.begin():
+        return fn(conn, *args, **kwargs)

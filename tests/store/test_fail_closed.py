@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 
 from gateway.store import AuditLog, AuditUnavailable, Database
 
@@ -56,7 +56,8 @@ async def test_failure_inside_the_transaction_leaves_nothing(database: Database)
         if fail["on"] and statement.lstrip().upper().startswith("UPDATE AUDIT_CHAIN_HEAD"):
             raise OSError(5, "I/O error")
 
-    event.listen(database.engine.sync_engine, "before_cursor_execute", before_execute)
+    # every engine: record() appends on the SQLite writer's engine, elsewhere on the async engine
+    event.listen(Engine, "before_cursor_execute", before_execute)
     try:
         fail["on"] = True
         with pytest.raises(AuditUnavailable):
@@ -67,7 +68,7 @@ async def test_failure_inside_the_transaction_leaves_nothing(database: Database)
         fail["on"] = False
         await log.record([entry(6)])
     finally:
-        event.remove(database.engine.sync_engine, "before_cursor_execute", before_execute)
+        event.remove(Engine, "before_cursor_execute", before_execute)
     result = await log.verify()
     assert result.ok and result.records_checked == 3
 
