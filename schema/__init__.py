@@ -18,6 +18,7 @@ from .context import RequestContext
 from .customer import Customer
 from .documents import DocumentMemo, ValidationMemo
 from .errors import is_internal
+from .fastpath import direct_resolvers
 from .live import AuditStream, StreamErrors, Subscription
 from .mutations import Mutation
 from .pool import PoolMutation, PoolQuery
@@ -59,7 +60,7 @@ class OperationFacts(SchemaExtension):
 def build_schema(*, document_cache_size: int = 1000, extensions: list[Any] | None = None) -> GraphSchema:
     """The schema, with parsed and validated documents cached across requests."""
     validated: DocumentMemo[list[GraphQLError]] = DocumentMemo(document_cache_size)
-    return GraphSchema(
+    schema = GraphSchema(
         query=merge_types("Query", (Query, PoolQuery, AccessQuery)),
         mutation=merge_types("Mutation", (Mutation, PoolMutation, AccessMutation)),
         subscription=Subscription,
@@ -74,3 +75,5 @@ def build_schema(*, document_cache_size: int = 1000, extensions: list[Any] | Non
             *(extensions or []),
         ],
     )
+    direct_resolvers(schema)
+    return schema
