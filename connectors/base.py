@@ -13,6 +13,12 @@ Every upstream call goes through ``Connector._request``, which puts it through, 
    ``Retry-After``; waits are full-jitter exponential back-off, or ``Retry-After`` when the answer
    gives one and it fits both the deadline and ``max_retry_wait``.
 
+**The send** builds one ``httpx.Request`` (the URL parsed once, the system's fixed headers already
+merged) and hands it to the connector's ``httpx`` transport — the client's per-call work (base-URL
+and parameter merging, auth flow, redirects, cookies, event hooks) does nothing for these systems
+and cost about a quarter of the CPU of a call (measured). Tests pass any ``httpx`` transport
+(``MockTransport``) as before.
+
 Every attempt (and every local refusal) is reported to ``observer`` with a fixed resource name and
 a status or kind, never a URL. Subclasses say which answers are worth retrying (``_retryable``) and
 how to find field errors in a refusal (``_invalid_fields``).
@@ -21,11 +27,13 @@ how to find field errors in a refusal (``_invalid_fields``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypedDict, TypeVar
+from urllib.parse import urlencode
 
 import httpx
 import orjson
@@ -45,7 +53,7 @@ from .resilience import (
     parse_retry_after,
 )
 
-__all__ = ["Connector", "ConnectorOptions", "in_chunks", "unique"]
+__all__ = ["Connector", "ConnectorOptions", "basic_auth", "in_chunks", "unique"]
 
 T = TypeVar("T")
 
@@ -114,7 +122,6 @@ class Connector:
         self,
         base_url: str,
         *,
-        auth: httpx.Auth | None = None,
         headers: Headers | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         max_connections: int | None = None,
@@ -166,17 +173,14 @@ class Connector:
             self.system, failures=breaker_failures, cooldown=breaker_cooldown, on_change=on_breaker_change
         )
         pool = max_in_flight if max_connections is None else max_connections
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            auth=auth,
-            headers=headers,
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
-            transport=transport,
+        self._transport = transport or httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
         )
+        self._base_url = str(httpx.URL(base_url)).rstrip("/")
+        self._headers: dict[str, str] = {"Accept": "application/json", **(headers or {})}
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -445,11 +449,25 @@ class Connector:
         timeout: float,
     ) -> httpx.Response:
         """One exchange, bounded by ``timeout`` from first byte out to last byte in."""
+        url = self._base_url + path
+        if params:
+            url += "?" + urlencode(params)
+        request = httpx.Request(
+            method,
+            url,
+            headers={**self._headers, **headers} if headers else self._headers,
+            json=json,
+            extensions={"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}},
+        )
         try:
             async with asyncio.timeout(timeout):
-                return await self._client.request(
-                    method, path, params=params, json=json, headers=headers, timeout=timeout
-                )
+                response = await self._transport.handle_async_request(request)
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
+                response.request = request
+                return response
         except (TimeoutError, httpx.TimeoutException):
             raise UpstreamUnavailable(self.system, "timeout") from None
         except httpx.TransportError:
@@ -544,6 +562,11 @@ class _Failed(Exception):
     def __init__(self, error: UpstreamError, verdict: bool | None) -> None:
         self.error = error
         self.verdict = verdict
+
+
+def basic_auth(user: str, password: str) -> str:
+    """The ``Authorization`` value of HTTP Basic authentication (RFC 7617, UTF-8)."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 def _is_ok(body: Any) -> bool:

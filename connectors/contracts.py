@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
-from .base import Connector, ConnectorOptions, in_chunks
+from .base import Connector, ConnectorOptions, basic_auth, in_chunks
 from .models import Contract, ContractDocument, System
 from .normalize import money_from_decimal, opt, parse_date
 
@@ -30,7 +30,7 @@ class ContractsConnector(Connector):
     def __init__(self, base_url: str, user: str, password: str, **options: Unpack[ConnectorOptions]) -> None:
         """``options``: see ``Connector.__init__``; ``max_in_flight`` defaults to the register's 4."""
         options.setdefault("max_in_flight", MAX_IN_FLIGHT)
-        super().__init__(base_url, auth=httpx.BasicAuth(user, password), **options)
+        super().__init__(base_url, headers={"Authorization": basic_auth(user, password)}, **options)
 
     async def contracts(self, tax_id: str, *, status: str | None = None) -> list[Contract]:
         """One party's contracts, latest start first; ``[]`` when it has none.

@@ -320,7 +320,8 @@ class FaultMiddleware:
 async def _drop_connection(scope: Scope, receive: Receive, send: Send) -> None:
     """Close the client's connection without an answer (``down``)."""
     transport = getattr(getattr(send, "__self__", None), "transport", None)
-    if isinstance(transport, asyncio.BaseTransport):
+    # uvicorn's protocol's transport: asyncio's, or uvloop's (not a subclass of asyncio.BaseTransport)
+    if transport is not None and callable(getattr(transport, "close", None)):
         transport.close()
         for _ in range(3):  # let uvicorn notice the closed connection: it then sends nothing
             await asyncio.sleep(0)

@@ -182,8 +182,11 @@ class DemoSystems:
         self.stop()
 
     def _run(self) -> None:
+        # uvicorn's own choice of event loop: uvloop when installed (as it is with this package)
+        loop_factory = next(iter(self._servers.values())).config.get_loop_factory()
         try:
-            asyncio.run(self._serve())
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                runner.run(self._serve())
         except BaseException as exc:  # reported by start()
             self._failure = exc
 

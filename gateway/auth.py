@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import jwt
+from cachetools import TTLCache
 
 from policies.principal import Principal
 
@@ -44,6 +45,12 @@ class _KeySet(jwt.PyJWKClient):
 
 
 _ASYMMETRIC = ["RS256", "ES256"]
+LEEWAY = 5  # seconds of clock skew accepted on exp / nbf / iat
+# A verified token's principal is kept this long (and never past the token's expiry), so an app
+# sending the same token on every request pays the signature check once a minute, not each time.
+# The price: a signing key removed from the JWKS still admits tokens verified in the last minute.
+VERIFIED_TTL = 60.0
+VERIFIED_MAX = 4096
 
 
 class Authenticator:
@@ -56,6 +63,7 @@ class Authenticator:
             raise SettingsError("set CG_JWT_SECRET (HS256) or CG_JWT_JWKS_URL (RS256/ES256) to accept tokens")
         self._audience = settings.jwt_audience or None
         self._issuer = settings.jwt_issuer or None
+        self._verified: TTLCache[str, tuple[Principal, float]] = TTLCache(VERIFIED_MAX, VERIFIED_TTL)
 
     def authenticate(self, authorization: str | None) -> Principal | None:
         """``None`` when no token was sent; a principal for a valid token; AuthError otherwise."""
@@ -67,6 +75,20 @@ class Authenticator:
         return self.decode(token.strip())
 
     def decode(self, token: str) -> Principal:
+        """The principal of a valid token (verified at most once a minute); AuthError otherwise."""
+        hit = self._verified.get(token)
+        if hit is not None:
+            principal, expires = hit
+            if time.time() < expires + LEEWAY:
+                return principal
+            self._verified.pop(token, None)
+        principal, claims = self._verify(token)
+        expires = claims["exp"]
+        if isinstance(expires, int | float):
+            self._verified[token] = (principal, float(expires))
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, dict[str, Any]]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -93,7 +115,7 @@ class Authenticator:
                 audience=self._audience,
                 issuer=self._issuer,
                 options={"require": ["sub", "exp"], "verify_aud": self._audience is not None},
-                leeway=5,
+                leeway=LEEWAY,
             )
         except jwt.ExpiredSignatureError:
             raise AuthError("the token has expired") from None
@@ -107,7 +129,7 @@ class Authenticator:
             raise AuthError(f"the token lacks the {exc.claim!r} claim") from None
         except jwt.PyJWTError:
             raise AuthError("the token's signature or claims are invalid") from None
-        return _principal(claims)
+        return _principal(claims), claims
 
 
 def _principal(claims: dict[str, object]) -> Principal:

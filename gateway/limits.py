@@ -20,7 +20,6 @@ is never built; that parse error is reported as ``QUERY_TOO_COMPLEX`` too.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +45,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
+from schema.documents import DocumentMemo
 from schema.errors import BadUserInput, GraphError, QueryTooComplex
 
 from .settings import Settings
@@ -279,10 +279,8 @@ class RequestLimits:
         self.cost_per_role = dict(settings.max_cost_per_role)
         self.list_size = settings.cost_list_size
         self.cache_size = max(1, settings.document_cache_size)
-        # id(document) → (document, operation name → measure); the document is kept so its id stays its own
-        self._measures: OrderedDict[int, tuple[DocumentNode, dict[str | None, Measure | None]]] = (
-            OrderedDict()
-        )
+        # per document (by identity): operation name → its measure
+        self._measures: DocumentMemo[dict[str | None, Measure | None]] = DocumentMemo(self.cache_size)
         self._role_limits: dict[frozenset[str], int] = {}
 
     def cost_limit(self, roles: frozenset[str]) -> int:
@@ -297,16 +295,9 @@ class RequestLimits:
     def measure(
         self, schema: GraphQLSchema, document: DocumentNode, operation_name: str | None
     ) -> Measure | None:
-        key = id(document)
-        entry = self._measures.get(key)
-        if entry is not None and entry[0] is document:
-            self._measures.move_to_end(key)
-            per_operation = entry[1]
-        else:
-            per_operation = {}
-            self._measures[key] = (document, per_operation)
-            while len(self._measures) > self.cache_size:
-                self._measures.popitem(last=False)
+        per_operation = self._measures.get(document)
+        if per_operation is None:
+            per_operation = self._measures.put(document, {})
         found = per_operation.get(operation_name, _UNKNOWN)
         if found is _UNKNOWN:
             found = measure_operation(schema, document, operation_name, list_size=self.list_size)

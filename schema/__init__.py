@@ -8,7 +8,7 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
+from strawberry.extensions import ParserCache, SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
@@ -16,7 +16,9 @@ from strawberry.types import ExecutionContext
 from .access import AccessMutation, AccessQuery
 from .context import RequestContext
 from .customer import Customer
+from .documents import DocumentMemo, ValidationMemo
 from .errors import is_internal
+from .fastpath import direct_resolvers
 from .live import AuditStream, StreamErrors, Subscription
 from .mutations import Mutation
 from .pool import PoolMutation, PoolQuery
@@ -57,7 +59,8 @@ class OperationFacts(SchemaExtension):
 
 def build_schema(*, document_cache_size: int = 1000, extensions: list[Any] | None = None) -> GraphSchema:
     """The schema, with parsed and validated documents cached across requests."""
-    return GraphSchema(
+    validated: DocumentMemo[list[GraphQLError]] = DocumentMemo(document_cache_size)
+    schema = GraphSchema(
         query=merge_types("Query", (Query, PoolQuery, AccessQuery)),
         mutation=merge_types("Mutation", (Mutation, PoolMutation, AccessMutation)),
         subscription=Subscription,
@@ -65,10 +68,12 @@ def build_schema(*, document_cache_size: int = 1000, extensions: list[Any] | Non
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
         extensions=[
             lambda: ParserCache(maxsize=document_cache_size),
-            lambda: ValidationCache(maxsize=document_cache_size),
+            lambda: ValidationMemo(validated),
             AuditStream,  # WebSocket results: audited before they are sent
             StreamErrors,  # WebSocket results: errors in the documented shape
             OperationFacts,
             *(extensions or []),
         ],
     )
+    direct_resolvers(schema)
+    return schema

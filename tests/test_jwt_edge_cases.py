@@ -186,6 +186,45 @@ def test_a_few_seconds_of_clock_skew_are_tolerated() -> None:
     assert authenticator().authenticate(f"Bearer {token}") is not None
 
 
+def test_a_verified_token_is_remembered_but_never_past_its_expiry(monkeypatch: pytest.MonkeyPatch) -> None:
+    auth = authenticator()
+    verifications: list[str] = []
+    verify = auth._verify
+
+    def counting(token: str) -> Any:
+        verifications.append(token)
+        return verify(token)
+
+    monkeypatch.setattr(auth, "_verify", counting)
+    expires = int(time.time()) + 30
+    token = hs256(claims(exp=expires))
+    for _ in range(3):
+        assert auth.authenticate(f"Bearer {token}") is not None
+    assert len(verifications) == 1  # the signature is checked once, not per request
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    assert "signature" in refused(auth, tampered)  # another token string: checked in full
+    later = expires + 10  # past exp and the clock-skew leeway
+    monkeypatch.setattr("gateway.auth.time.time", lambda: float(later))
+    monkeypatch.setattr("jwt.api_jwt.datetime", _FrozenDatetime(later), raising=False)
+    assert "expired" in refused(auth, token)
+
+
+class _FrozenDatetime:
+    """``jwt.api_jwt``'s clock, stopped at ``at`` (seconds since the epoch)."""
+
+    def __init__(self, at: int) -> None:
+        import datetime as dt
+
+        self._real = dt.datetime
+        self._at = at
+
+    def now(self, tz: Any = None) -> Any:
+        return self._real.fromtimestamp(self._at, tz)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
 # --- RS256 / ES256 through a JWKS ---------------------------------------------------------------
 
 

@@ -175,7 +175,8 @@ def test_the_measure_cache_is_bounded_and_keyed_by_the_document_itself() -> None
     for doc in docs:
         rl.measure(SCHEMA, doc, None)
     assert len(rl._measures) == 2
-    assert all(entry[0] is not docs[0] for entry in rl._measures.values())
+    assert rl._measures.get(docs[0]) is None  # the oldest went first
+    assert all(rl._measures.get(doc) is not None for doc in docs[1:])
 
 
 def test_checking_a_cached_document_is_cheap() -> None:

@@ -657,11 +657,11 @@ def test_constructor_checks() -> None:
 
 async def test_pool_is_bounded_like_the_in_flight_limit() -> None:
     connector = SalesConnector("http://s", "k", max_in_flight=7)
-    pool = connector._client._transport._pool  # type: ignore[attr-defined]
+    pool = connector._transport._pool  # type: ignore[attr-defined]
     assert pool._max_connections == 7
     await connector.aclose()
     register = ContractsConnector("http://s", "u", "p", max_connections=20)
-    pool = register._client._transport._pool  # type: ignore[attr-defined]
+    pool = register._transport._pool  # type: ignore[attr-defined]
     assert pool._max_connections == 20
     assert register.max_in_flight == 4
     await register.aclose()
