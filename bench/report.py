@@ -422,6 +422,19 @@ def _header(results: dict[str, Any]) -> list[str]:
                 " pessimistic, S3's most of all.**"
             )
         out += ["", text]
+    start, end = results.get("speed_at_start") or {}, results.get("speed_at_end") or {}
+    if start and end:
+        steal = results.get("steal_share")
+        stolen = ""
+        if steal is not None:
+            stolen = f"; the hypervisor took {steal:.1%} of the cores' time (steal) during the run"
+        out += [
+            "",
+            f"Core speed: a fixed pure-Python loop took {start['fixed_loop_ms']:g} ms at the start and"
+            f" {end['fixed_loop_ms']:g} ms at the end{stolen}. On these shared virtual cores that figure"
+            " moves by up to 2× between runs, and every CPU time and latency below moves with it: compare"
+            " runs by their ratios to the baseline measured in the same run, not by absolute figures.",
+        ]
     return [*out, ""]
 
 

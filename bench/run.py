@@ -33,6 +33,7 @@ import signal
 import sys
 import tempfile
 import time
+import timeit
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -704,6 +705,7 @@ class Bench:
         o = self.opts
         with self.phase("waiting for a quiet machine"):
             self.results["background"] = wait_for_quiet(o.quiet_wait)
+            self.results["speed_at_start"] = machine_speed()
         with self.phase("data and systems"):
             self.start_systems()
         with self.phase("discovery and limits"):
@@ -747,6 +749,9 @@ class Bench:
         self.results["runs"] = runs
         self.results["phases_s"] = self.phases
         self.results["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+        self.results["speed_at_end"] = machine_speed()
+        start = self.results["speed_at_start"]
+        self.results["steal_share"] = steal_share(start["stat"], self.results["speed_at_end"]["stat"])
         self.results["bounds"] = {name: bound.to_json() for name, bound in self.bounds.items()}
         return self.results
 
@@ -785,6 +790,41 @@ def wait_for_quiet(max_wait: float) -> dict[str, Any]:
         "quiet": busy < QUIET_BUSY,
         "load_average": [round(v, 2) for v in os.getloadavg()],
     }
+
+
+SPEED_LOOP = 200_000
+
+
+def _fixed_work() -> int:
+    total = 0
+    for i in range(SPEED_LOOP):
+        total += i * i % 7
+    return total
+
+
+def machine_speed() -> dict[str, Any]:
+    """How fast one core runs plain Python right now: the best of 5 runs of a fixed loop, in ms, and
+    the kernel's CPU counters (for the steal share). On shared virtual cores this moves by 2× between
+    runs (seen on the 2-core benchmark machine), and every CPU and latency figure moves with it."""
+    best = min(timeit.repeat(_fixed_work, number=1, repeat=5))
+    return {"fixed_loop_ms": round(best * 1000, 2), "stat": _cpu_counters()}
+
+
+def _cpu_counters() -> list[int]:
+    """/proc/stat's first line (user nice system idle iowait irq softirq steal …); [] elsewhere."""
+    try:
+        with open("/proc/stat") as stat:
+            return [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return []
+
+
+def steal_share(before: list[int], after: list[int]) -> float | None:
+    """The share of the cores' time the hypervisor gave to other machines between two readings."""
+    if len(before) < 8 or len(after) < 8:
+        return None
+    total = sum(after) - sum(before)
+    return round((after[7] - before[7]) / total, 4) if total > 0 else None
 
 
 def _zero_stats() -> dict[str, dict[str, Any]]:

@@ -60,3 +60,5 @@ def test_quick_bench_writes_a_report_with_every_scenario(tmp_path: Path) -> None
     if importlib.util.find_spec("matplotlib") is not None:
         assert (out / f"{stem}-latency.png").stat().st_size > 0
     assert "Reproduce" in markdown
+    assert "Core speed: a fixed pure-Python loop took" in markdown  # runs on shared cores compare by it
+    assert results["speed_at_start"]["fixed_loop_ms"] > 0
