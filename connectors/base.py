@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
@@ -174,7 +176,7 @@ class Connector:
         )
         pool = max_in_flight if max_connections is None else max_connections
         self._transport = transport or httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+            verify=_tls_context(), limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
         )
         self._base_url = str(httpx.URL(base_url)).rstrip("/")
         self._headers: dict[str, str] = {"Accept": "application/json", **(headers or {})}
@@ -562,6 +564,13 @@ class _Failed(Exception):
     def __init__(self, error: UpstreamError, verdict: bool | None) -> None:
         self.error = error
         self.verdict = verdict
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context for every connector of the process (loading the CA bundle takes
+    hundreds of milliseconds; each httpx transport would otherwise load it again)."""
+    return httpx.create_ssl_context()
 
 
 def basic_auth(user: str, password: str) -> str:

@@ -240,8 +240,10 @@ class Gateway:
         return True
 
     async def start(self) -> None:
-        """Migrate the database; connect the cache's invalidation channel (with CG_REDIS_URL)."""
+        """Migrate the database; connect the cache's invalidation channel (with CG_REDIS_URL); make
+        the connectors now, not on the first request."""
         await self.database.migrate()
+        self.upstreams  # noqa: B018 (the property builds them)
         if self.cache is not None and self.settings.redis_url:
             await self.cache.connect(self.settings.redis_url)
         await self.live.start()
