@@ -16,6 +16,7 @@ from policies.engine import CustomerView
 from .enums import ContractStatus, CustomerKind, CustomerStatus, Region, TicketStatus
 from .errors import BadUserInput
 from .ids import encode_id
+from .loaders import Resolved, then
 from .records import Activity, Contract, Opportunity, Order, Payment, SalesUser, Satisfaction, Ticket
 
 if TYPE_CHECKING:
@@ -107,117 +108,168 @@ class Customer(Node):
 
     # --- sales ---------------------------------------------------------------------------------
 
-    @strawberry.field(description="The sales rep who owns the customer; null = in the public pool.")
-    async def owner(self, info: strawberry.Info) -> SalesUser | None:
+    @strawberry.field(
+        description="The sales rep who owns the customer; null = in the public pool.",
+        graphql_type=SalesUser | None,
+    )
+    def owner(self, info: strawberry.Info) -> Resolved[models.SalesUser | None]:
         owner_id = self.account.owner_id
         if owner_id is None:
             return None
-        return cast(SalesUser, await _context(info).loaders.user.load(owner_id))
+        return _context(info).loaders.user.get(owner_id)
 
-    @strawberry.field(description="Newest first (sales system).")
-    async def orders(self, info: strawberry.Info, first: int | None = 20) -> list[Order] | None:
+    @strawberry.field(description="Newest first (sales system).", graphql_type=list[Order] | None)
+    def orders(self, info: strawberry.Info, first: int | None = 20) -> Resolved[list[models.Order]]:
         context = _context(info)
         limit = _first(context, first)
         self._relation(context, "orders")
-        return cast(list[Order], list((await context.loaders.orders.load(self.account_no))[:limit]))
+        return then(context.loaders.orders.get(self.account_no), lambda orders: list(orders[:limit]))
 
-    @strawberry.field(description="Newest first (sales system, finance data).")
-    async def payments(self, info: strawberry.Info, first: int | None = 20) -> list[Payment] | None:
+    @strawberry.field(
+        description="Newest first (sales system, finance data).", graphql_type=list[Payment] | None
+    )
+    def payments(self, info: strawberry.Info, first: int | None = 20) -> Resolved[list[models.Payment]]:
         context = _context(info)
         limit = _first(context, first)
         self._relation(context, "payments")
-        return cast(list[Payment], list((await context.loaders.payments.load(self.account_no))[:limit]))
+        return then(context.loaders.payments.get(self.account_no), lambda payments: list(payments[:limit]))
 
-    @strawberry.field(description="Sales system.")
-    async def opportunities(self, info: strawberry.Info) -> list[Opportunity] | None:
+    @strawberry.field(description="Sales system.", graphql_type=list[Opportunity] | None)
+    def opportunities(self, info: strawberry.Info) -> Resolved[Sequence[models.Opportunity]]:
         context = _context(info)
         self._relation(context, "opportunities")
-        return cast(list[Opportunity], list(await context.loaders.opportunities.load(self.account_no)))
+        return context.loaders.opportunities.get(self.account_no)
 
-    @strawberry.field(description="The communication history, newest first (sales system).")
-    async def activities(self, info: strawberry.Info, first: int | None = 20) -> list[Activity] | None:
+    @strawberry.field(
+        description="The communication history, newest first (sales system).",
+        graphql_type=list[Activity] | None,
+    )
+    def activities(self, info: strawberry.Info, first: int | None = 20) -> Resolved[list[models.Activity]]:
         context = _context(info)
         limit = _first(context, first)
         self._relation(context, "activities")
-        return cast(list[Activity], list((await context.loaders.activities.load(self.account_no))[:limit]))
+        return then(context.loaders.activities.get(self.account_no), lambda found: list(found[:limit]))
 
     # --- support -------------------------------------------------------------------------------
 
-    @strawberry.field(description="Tickets by the customer's e-mail, newest first (support system).")
-    async def tickets(
+    @strawberry.field(
+        description="Tickets by the customer's e-mail, newest first (support system).",
+        graphql_type=list[Ticket] | None,
+    )
+    def tickets(
         self, info: strawberry.Info, first: int | None = 20, status: list[TicketStatus] | None = None
-    ) -> list[Ticket] | None:
+    ) -> Resolved[list[models.Ticket]]:
         context = _context(info)
         limit = _first(context, first)
         self._relation(context, "tickets")
         email = self.account.email
         if email is None:
             return []
-        tickets: Sequence[models.Ticket] = await context.loaders.tickets.load(email)
-        if status:
-            wanted = {s.value for s in status}
-            tickets = [t for t in tickets if t.status in wanted]
-        return cast(list[Ticket], list(tickets[:limit]))
+        wanted = {s.value for s in status} if status else None
 
-    @strawberry.field(description="Rated tickets and their average (support system).")
-    async def satisfaction(self, info: strawberry.Info) -> Satisfaction | None:
+        def pick(tickets: Sequence[models.Ticket]) -> list[models.Ticket]:
+            if wanted is not None:
+                tickets = [t for t in tickets if t.status in wanted]
+            return list(tickets[:limit])
+
+        return then(context.loaders.tickets.get(email), pick)
+
+    @strawberry.field(
+        description="Rated tickets and their average (support system).", graphql_type=Satisfaction | None
+    )
+    def satisfaction(self, info: strawberry.Info) -> Resolved[models.Satisfaction | None]:
         context = _context(info)
         self._relation(context, "satisfaction")
         email = self.account.email
         if email is None:
             return None
-        return cast(Satisfaction, await context.loaders.satisfaction.load(email))
+        return context.loaders.satisfaction.get(email)
 
     # --- contracts -----------------------------------------------------------------------------
 
-    @strawberry.field(description="Contracts with the customer's tax id, newest first (contract register).")
-    async def contracts(
+    @strawberry.field(
+        description="Contracts with the customer's tax id, newest first (contract register).",
+        graphql_type=list[Contract] | None,
+    )
+    def contracts(
         self, info: strawberry.Info, status: list[ContractStatus] | None = None
-    ) -> list[Contract] | None:
+    ) -> Resolved[list[models.Contract]]:
         context = _context(info)
         self._relation(context, "contracts")
         tax_id = self.account.tax_id
         if tax_id is None:
             return []
-        contracts = self.view.keep("contracts", await context.loaders.contracts.load(tax_id))
-        if status:
-            wanted = {s.value for s in status}
-            contracts = [c for c in contracts if c.status in wanted]
-        return cast(list[Contract], contracts)
+        wanted = {s.value for s in status} if status else None
+        view = self.view
+
+        def pick(found: Sequence[models.Contract]) -> list[models.Contract]:
+            contracts = view.keep("contracts", found)
+            if wanted is not None:
+                contracts = [c for c in contracts if c.status in wanted]
+            return contracts
+
+        return then(context.loaders.contracts.get(tax_id), pick)
 
     # --- derived across the three systems ------------------------------------------------------
 
     @strawberry.field(
-        description="Newest of: activity, ticket created/updated, non-confidential contract signed."
+        description="Newest of: activity, ticket created/updated, non-confidential contract signed.",
+        graphql_type=datetime | None,
     )
-    async def last_contact_at(self, info: strawberry.Info) -> datetime | None:
-        return await self._last_contact(_context(info))
+    def last_contact_at(self, info: strawberry.Info) -> Resolved[datetime | None]:
+        contact = self._last_contact(_context(info))
+        if contact.done() and not contact.cancelled() and contact.exception() is None:
+            return contact.result()
+        return contact
 
     @strawberry.field(
         description="When the customer goes back to the public pool unless its owner logs an activity "
         "first (its owner's last activity, or when it got the customer, + 90 days; never within 14 days "
-        "of getting it — the pool settings). Null in the pool."
+        "of getting it — the pool settings). Null in the pool.",
+        graphql_type=datetime | None,
     )
-    async def recycle_at(self, info: strawberry.Info) -> datetime | None:
+    def recycle_at(self, info: strawberry.Info) -> Resolved[datetime | None]:
         context = _context(info)
-        if context.pool is None or self.account.owner_id is None:
+        pool = context.pool
+        if pool is None or self.account.owner_id is None:
             return None
-        activities = await context.loaders.activities.load(self.account_no)
-        return context.pool.recycle_at(self.account, activities, context.now)
+        account, now = self.account, context.now
+        return then(
+            context.loaders.activities.get(self.account_no),
+            lambda activities: pool.recycle_at(account, activities, now),
+        )
 
-    @strawberry.field(description="No contact in the last 365 days.")
-    async def dormant(self, info: strawberry.Info) -> bool:
+    @strawberry.field(description="No contact in the last 365 days.", graphql_type=bool)
+    def dormant(self, info: strawberry.Info) -> Resolved[bool]:
         context = _context(info)
+        contact = self._last_contact(context)
+        if contact.done() and not contact.cancelled() and contact.exception() is None:
+            return _is_dormant(contact.result(), context.now)
+        return self._dormant_later(context, contact)
+
+    async def _dormant_later(self, context: RequestContext, contact: asyncio.Future[datetime | None]) -> bool:
         try:
-            last = await self._last_contact(context)
+            last = await contact
         except UpstreamError:
             last = await self._last_contact_from_available(context)
-        return last is None or context.now - last > DORMANT_AFTER
+        return _is_dormant(last, context.now)
 
     def _last_contact(self, context: RequestContext) -> asyncio.Future[datetime | None]:
-        """One computation per customer, shared by ``lastContactAt`` and ``dormant``."""
+        """One computation per customer, shared by ``lastContactAt`` and ``dormant``: done at once
+        when everything it needs is cached, else a task that loads what is missing."""
         if self.contact is None:
-            self.contact = asyncio.ensure_future(self._compute_last_contact(context, strict=True))
+            loaders, account = context.loaders, self.account
+            parts = (
+                loaders.activities.get(account.account_no),
+                loaders.tickets.get(account.email) if account.email else (),
+                loaders.contracts.get(account.tax_id) if account.tax_id else (),
+            )
+            if any(isinstance(part, asyncio.Future) for part in parts):
+                self.contact = asyncio.ensure_future(self._compute_last_contact(context, strict=True))
+            else:
+                known: asyncio.Future[datetime | None] = asyncio.get_running_loop().create_future()
+                known.set_result(last_contact(*cast(tuple[Sequence[object], ...], parts)))
+                self.contact = known
         return self.contact
 
     async def _last_contact_from_available(self, context: RequestContext) -> datetime | None:
@@ -236,6 +288,10 @@ class Customer(Node):
                 if isinstance(result, BaseException):
                     raise result
         return last_contact(*(r if not isinstance(r, BaseException) else () for r in results))
+
+
+def _is_dormant(last: datetime | None, now: datetime) -> bool:
+    return last is None or now - last > DORMANT_AFTER
 
 
 async def _empty() -> Sequence[object]:

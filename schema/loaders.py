@@ -8,9 +8,10 @@ makes at most one upstream call per resource per chunk, and independent resource
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeAlias, TypeVar, cast
 
 from aiodataloader import DataLoader
 
@@ -35,6 +36,27 @@ from connectors.support import SupportConnector
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 V = TypeVar("V")
+
+
+class _Miss(enum.Enum):
+    MISS = "miss"
+
+
+MISS = _Miss.MISS  # what a cache lookup answers for a key it does not hold
+
+# What a resolver may return: the value now (it was cached), or a pending load that graphql-core awaits.
+Resolved: TypeAlias = T | Awaitable[T]
+
+
+def then(answer: V | asyncio.Future[V], use: Callable[[V], T]) -> Resolved[T]:
+    """``use(value)`` now when ``answer`` is a value, else once the pending load has it."""
+    if isinstance(answer, asyncio.Future):
+        return _after(answer, use)
+    return use(answer)
+
+
+async def _after(pending: asyncio.Future[V], use: Callable[[V], T]) -> T:
+    return use(await pending)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +105,25 @@ class Loader(DataLoader[K, V]):
         default: V,
         system: System,
         sources: Sources,
+        cached: Callable[[K], V | _Miss] | None = None,
     ) -> None:
         super().__init__(batch_load_fn=self._batch)
         self._fetch = fetch
         self._default = default
         self._system = system
         self._sources = sources
+        self._cached = cached
+
+    def get(self, key: K) -> V | asyncio.Future[V]:
+        """The value itself when the cross-request cache holds it (no batch, no round through the
+        event loop: the resolver stays synchronous), else ``load(key)``, a pending Future."""
+        cached = self._cached
+        if cached is not None:
+            value = cached(key)
+            if value is not MISS:
+                self._sources.ok(self._system)
+                return value
+        return self.load(key)
 
     async def _batch(self, keys: list[K]) -> list[V]:
         found = await self._sources.track(self._system, self._fetch(keys))
@@ -103,12 +138,19 @@ class EntityCacheLike(Protocol):
         self, resource: str, fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]]
     ) -> Callable[[list[K]], Awaitable[Mapping[K, V]]]: ...
 
+    def lookup(self, resource: str) -> Callable[[Hashable], object] | None:
+        """A key's cached value or ``MISS`` (None: the resource is not cached)."""
+        ...
+
 
 class _NoCache:
     def wrap(
         self, resource: str, fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]]
     ) -> Callable[[list[K]], Awaitable[Mapping[K, V]]]:
         return fetch
+
+    def lookup(self, resource: str) -> None:
+        return None
 
 
 class Loaders:
@@ -125,7 +167,8 @@ class Loaders:
             resource: str, fetch: Callable[[list[str]], Awaitable[Mapping[str, V]]], default: V
         ) -> Loader[str, V]:
             system = _SYSTEM_OF[resource]
-            return Loader(c.wrap(resource, fetch), default, system, sources)
+            cached = cast(Callable[[str], V | _Miss] | None, c.lookup(resource))
+            return Loader(c.wrap(resource, fetch), default, system, sources, cached)
 
         self.account: Loader[str, Account | None] = loader("account", sales.accounts, None)
         self.orders: Loader[str, Sequence[Order]] = loader("orders", sales.orders, ())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import cast
 
@@ -102,11 +103,11 @@ async def _customer(info: strawberry.Info, account_no: str) -> Customer | None:
     context = _context(info)
     guard = context.require_guard()
     loaders = context.loaders
-    pending = loaders.account.load(account_no)
+    found = loaders.account.get(account_no)
     for name in selected_field_names(info).intersection(_PREFETCH):
         if name in _DERIVED or guard.fetches(name):
-            getattr(loaders, _PREFETCH[name]).load(account_no)
-    account = await pending
+            getattr(loaders, _PREFETCH[name]).get(account_no)  # a miss starts loading now
+    account = await found if isinstance(found, asyncio.Future) else found
     if account is None:
         return None
     await context.load_grants([account_no])

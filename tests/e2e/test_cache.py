@@ -16,6 +16,7 @@ from gateway.cache import EntityCache, parse_ttls
 from tests.services import need_redis
 
 from .conftest import ALL_SEEING, Graph, customer_id, settings_for
+from .test_customer360 import QUERY as EVERY_FIELD
 
 QUERY = "query($id: ID!) { customer(id: $id) { name email phone orders(first: 2) { orderNo } tickets(first: 2) { id } contracts { contractId } } }"
 
@@ -57,6 +58,46 @@ async def test_the_policy_applies_after_the_cache(
     assert rep["data"]["customer"]["email"] == email[0] + "***@" + email.split("@")[1]
     assert email not in str(rep)
     assert rep["data"]["customer"]["orders"] is None
+
+
+FILTERED = """query($id: ID!) { customer(id: $id) {
+  tickets(first: 3, status: [OPEN, PENDING]) { id status } contracts(status: [ACTIVE]) { contractId status }
+  recycleAt lastContactAt dormant owner { userId } } }"""
+
+
+async def test_answers_from_the_cache_equal_fresh_ones_for_every_caller(
+    cached: Graph, graph: Graph, systems: DemoSystems, examples: DemoExamples
+) -> None:
+    """Warm fields resolve synchronously from the cache (no batch, no task); they must answer exactly
+    what a gateway without a cache answers, for every kind of customer and every role's policy."""
+    callers = [
+        (ALL_SEEING, "u-steward"),
+        (["sales_rep"], examples.rep),
+        (["support_agent"], "u-support"),
+        (["finance"], "u-finance"),
+        (["legal"], "u-legal"),
+    ]
+    accounts = [
+        examples.company,
+        examples.person,
+        examples.pool,
+        examples.owned,
+        examples.dormant,
+        examples.no_email,
+        examples.confidential_contract,
+    ]
+    for account in accounts:
+        variables = {"id": customer_id(account)}
+        for query in (EVERY_FIELD, FILTERED):
+            primed = await cached.query(query, variables, roles=ALL_SEEING)  # fills the cache
+            assert "errors" not in primed, primed
+            systems.reset_stats()
+            for roles, sub in callers:
+                fresh = await graph.query(query, variables, roles=roles, sub=sub)
+                before = total_calls(systems)
+                warm = await cached.query(query, variables, roles=roles, sub=sub)
+                assert warm == fresh, (account, roles)
+                assert total_calls(systems) == before  # the cached gateway asked no system
 
 
 async def test_concurrent_misses_make_one_call(
