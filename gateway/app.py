@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import uuid
@@ -316,4 +317,22 @@ def create_app(
 
 def app_from_environment() -> Starlette:
     """The app for ``uvicorn --factory`` and for each of ``customer-graph serve --workers N``."""
-    return create_app(load_settings())
+    app = create_app(load_settings())
+    settle_heap()
+    return app
+
+
+GC_YOUNGEST_THRESHOLD = 20_000  # allocations between collections of the youngest generation (default 700)
+
+
+def settle_heap() -> None:
+    """For a serving process, once the app is built: what exists now (modules, the schema, the
+    policy) lives as long as the process, so the cyclic garbage collector stops re-examining it
+    (``gc.freeze``), and the youngest generation is collected every 20,000 allocations, not 700.
+    A page of 50 customers spent ~38 ms a request in the collector before, ~0-5 ms after (measured
+    in-process, bench S2 cold); memory grows by what cyclic garbage waits for the next collection.
+    Not called by ``create_app`` (tests build many apps in one process)."""
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNGEST_THRESHOLD, middle, oldest)

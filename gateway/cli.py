@@ -14,7 +14,7 @@ from .settings import SettingsError, load_settings
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import create_app
+    from .app import create_app, settle_heap
     from .auth import Authenticator
 
     if args.config:
@@ -32,8 +32,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_log=False,
         )
     else:
+        app = create_app(settings)
+        settle_heap()
         uvicorn.run(
-            create_app(settings),
+            app,
             host=settings.host,
             port=settings.port,
             log_level="warning",

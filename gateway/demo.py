@@ -65,7 +65,7 @@ def demo_tokens(systems: DemoSystems, settings: Settings, hours: float = 24.0) -
 def run_demo(*, customers: int, seed: int, port: int | None, config: str | None) -> int:
     import uvicorn
 
-    from .app import create_app
+    from .app import create_app, settle_heap
 
     settings = load_settings(config)
     port = port or settings.port
@@ -123,7 +123,9 @@ def run_demo(*, customers: int, seed: int, port: int | None, config: str | None)
             """ -d '{"title": "Head of Purchasing"}'"""
         )
         print("  Ctrl-C stops everything.\n", flush=True)
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+        app = create_app(settings)
+        settle_heap()
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
     finally:
         systems.stop()
     return 0
