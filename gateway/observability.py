@@ -162,6 +162,8 @@ class Metrics:
         self.cache = Counter("cg_cache", "Cache lookups by result.", ["resource", "result"], registry=r)
         self._operation = _Bounded(_OPERATION, max_operations, "anonymous")
         self._label = _Bounded(_LABEL, 100, "other")
+        # labelled children by their label values: ``labels()`` costs a lock and a lookup each time
+        self._children: dict[tuple[str, ...], Any] = {}
         # Label children by key: ``labels()`` is the slow part of a metric update.
         self._calls: dict[tuple[System, str, str], Any] = {}
         self._seconds: dict[tuple[System, str], Any] = {}
@@ -177,8 +179,8 @@ class Metrics:
         """One GraphQL operation ended: ``outcome`` is a short word (``ok``, ``partial``, ``error``,
         ``invalid``, ``rejected``, …)."""
         label = self._operation(operation)
-        self.requests.labels(label, self._label(outcome)).inc()
-        self.request_seconds.labels(label).observe(seconds)
+        self._child(self.requests, "requests", label, self._label(outcome)).inc()
+        self._child(self.request_seconds, "request_seconds", label).observe(seconds)
 
     def graphql_extension(self) -> Callable[[], SchemaExtension]:
         """A strawberry extension factory (pass it in ``extensions=``) that feeds
@@ -258,7 +260,15 @@ class Metrics:
 
     def cache_result(self, resource: str, result: str) -> None:
         """A cache lookup: ``result`` is ``hit``, ``miss``, ``stale``, …"""
-        self.cache.labels(self._label(resource), self._label(result)).inc()
+        self._child(self.cache, "cache", self._label(resource), self._label(result)).inc()
+
+    def _child(self, metric: Any, name: str, *labels: str) -> Any:
+        """``metric.labels(*labels)``, made once (the label values are already bounded)."""
+        key = (name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,4 +1,4 @@
-"""Resolver fields without arguments, called straight from graphql-core.
+"""Resolver fields without arguments (or with plain scalar ones), called straight from graphql-core.
 
 Strawberry already resolves a plain attribute field (no resolver) with a bare ``getattr``. A field
 with a resolver but no arguments — every policy-guarded scalar (``Customer.email``,
@@ -7,7 +7,10 @@ through its general wrapper on every execution: argument conversion, the field-e
 for a coroutine one more awaiting layer. None of that does anything for such a field, and in a page of
 50 customers it runs thousands of times. ``direct_resolvers()`` installs, for exactly those fields, a
 resolver that calls the method with the source and a ``strawberry.Info`` and returns what it returns
-(a coroutine is awaited by graphql-core itself). Fields with arguments, field extensions (permission
+(an awaitable is awaited by graphql-core itself). Arguments are allowed when each is a plain
+``int``/``str``/``float``/``bool`` (optional or not): graphql-core has already coerced them to exactly
+those Python values, so they are only renamed to the method's parameter names (``orders(first: 5)``).
+Fields with other arguments (enums, inputs: strawberry converts those), field extensions (permission
 classes are extensions), or ``root``/``parent`` parameters keep strawberry's wrapper.
 """
 
@@ -19,9 +22,11 @@ from typing import Any
 import strawberry
 from graphql import GraphQLObjectType, GraphQLResolveInfo
 from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.arguments import StrawberryArgument
+from strawberry.types.base import StrawberryOptional
 from strawberry.types.field import StrawberryField
 
-Resolve = Callable[[Any, GraphQLResolveInfo[Any]], Any]
+Resolve = Callable[..., Any]
 
 
 def direct_resolvers(schema: strawberry.Schema) -> int:
@@ -30,6 +35,7 @@ def direct_resolvers(schema: strawberry.Schema) -> int:
     graphql_schema = schema._schema
     roots = {graphql_schema.query_type, graphql_schema.mutation_type, graphql_schema.subscription_type}
     info_class = schema.config.info_class
+    names = schema.config.name_converter
     replaced = 0
     for graphql_type in graphql_schema.type_map.values():
         if not isinstance(graphql_type, GraphQLObjectType) or graphql_type in roots:
@@ -37,29 +43,44 @@ def direct_resolvers(schema: strawberry.Schema) -> int:
         for graphql_field in graphql_type.fields.values():
             field = graphql_field.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
             if isinstance(field, StrawberryField):
-                resolve = _direct(field, info_class)
+                resolve = _direct(
+                    field, info_class, {names.from_argument(a): a.python_name for a in field.arguments}
+                )
                 if resolve is not None:
                     graphql_field.resolve = resolve
                     replaced += 1
     return replaced
 
 
-def _direct(field: StrawberryField, info_class: type[strawberry.Info]) -> Resolve | None:
+_PLAIN = (int, str, float, bool)
+
+
+def _plain(argument: StrawberryArgument) -> bool:
+    kind = argument.type
+    if isinstance(kind, StrawberryOptional):
+        kind = kind.of_type
+    return kind in _PLAIN
+
+
+def _direct(
+    field: StrawberryField, info_class: type[strawberry.Info], renames: dict[str, str]
+) -> Resolve | None:
     resolver = field.base_resolver
-    if resolver is None or field.extensions or field.arguments or resolver.self_parameter is None:
+    if resolver is None or field.extensions or resolver.self_parameter is None:
         return None
     if resolver.root_parameter is not None or resolver.parent_parameter is not None:
         return None
+    if not all(_plain(argument) for argument in field.arguments):
+        return None
     function: Callable[..., Any] = resolver.wrapped_func  # type: ignore[assignment]
-    if resolver.info_parameter is None:
+    info_name = resolver.info_parameter.name if resolver.info_parameter is not None else None
+    same_names = all(graphql == python for graphql, python in renames.items())
 
-        def resolve_without_info(source: Any, info: GraphQLResolveInfo[Any]) -> Any:
-            return function(source)
-
-        return resolve_without_info
-    info_name = resolver.info_parameter.name
-
-    def resolve(source: Any, info: GraphQLResolveInfo[Any]) -> Any:
-        return function(source, **{info_name: info_class(_raw_info=info, _field=field)})
+    def resolve(source: Any, info: GraphQLResolveInfo[Any], **arguments: Any) -> Any:
+        if not same_names:
+            arguments = {renames[name]: value for name, value in arguments.items()}
+        if info_name is not None:
+            arguments[info_name] = info_class(_raw_info=info, _field=field)
+        return function(source, **arguments)
 
     return resolve

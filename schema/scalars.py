@@ -12,11 +12,10 @@ from .errors import BadUserInput
 
 
 def _serialize_datetime(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    value = value.astimezone(UTC)
-    text = value.isoformat(timespec="seconds" if not value.microsecond else "milliseconds")
-    return text.replace("+00:00", "Z")
+    if value.tzinfo is not UTC:  # the connectors already give UTC; anything else is converted
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    # ends in "+00:00" (UTC): swapped for "Z"
+    return value.isoformat(timespec="milliseconds" if value.microsecond else "seconds")[:-6] + "Z"
 
 
 def _parse_datetime(value: object) -> datetime:
