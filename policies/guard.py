@@ -140,6 +140,15 @@ class Guard:
         """The items of a list field the caller may see (e.g. confidential contracts left out)."""
         return view.keep(name, items)
 
+    def served_without_grants(self, account: Account, names: Sequence[str]) -> list[str]:
+        """Of the list/object fields ``names``, those this customer's view serves before any access
+        grant is known: safe to start loading early (a grant only ever adds fields). Decides
+        nothing for the request and notes nothing."""
+        view = self.policy.view(self.principal, account, None)
+        if not view.visible:
+            return []
+        return [name for name in names if view[name].effect is not Effect.DENY]
+
     def fetches(self, name: str) -> bool:
         """Is ``name`` served (allowed or masked) on at least one customer the caller can see?"""
         return name in self.needed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import cast
 
@@ -17,6 +18,7 @@ from .dormancy import dormancy_select
 from .enums import CustomerStatus, Region
 from .errors import BadUserInput
 from .ids import customer_key, decode_id
+from .loaders import let_loads_start
 from .paging import Page, Predicate, Stream, decode_cursor, fetch_page
 from .selection import selected_field_names
 
@@ -31,6 +33,44 @@ _PREFETCH = {
     "recycleAt": "activities",
 }
 _DERIVED = frozenset({"lastContactAt", "dormant", "recycleAt"})  # computed for every role that sees the row
+
+# A customer field → the loads it makes, as (loader, the account attribute that is its key).
+_LOADS: dict[str, tuple[tuple[str, str], ...]] = {
+    "owner": (("user", "owner_id"),),
+    "orders": (("orders", "account_no"),),
+    "payments": (("payments", "account_no"),),
+    "opportunities": (("opportunities", "account_no"),),
+    "activities": (("activities", "account_no"),),
+    "tickets": (("tickets", "email"),),
+    "satisfaction": (("satisfaction", "email"),),
+    "contracts": (("contracts", "tax_id"),),
+    "recycleAt": (("activities", "account_no"),),
+    "lastContactAt": (("activities", "account_no"), ("tickets", "email"), ("contracts", "tax_id")),
+    "dormant": (("activities", "account_no"), ("tickets", "email"), ("contracts", "tax_id")),
+}
+_POLICED = ("orders", "payments", "opportunities", "activities", "tickets", "satisfaction", "contracts")
+
+
+def start_loads(context: RequestContext, selected: set[str], accounts: Sequence[Account]) -> bool:
+    """Start now every load the selected fields of these customers will make, so they run while the
+    gateway still waits for the caller's access grants and builds the answer (a load's key — account
+    number, e-mail, tax id, owner — is known as soon as the account is). Only what the customer's
+    view serves without grants is started; a granted field loads when it resolves, as before.
+    Returns whether any load is pending (a cache hit is not)."""
+    wanted = selected.intersection(_LOADS)
+    if not wanted:
+        return False
+    guard, loaders = context.require_guard(), context.loaders
+    policed = [name for name in _POLICED if name in wanted]
+    free = [name for name in wanted if name not in _POLICED]  # the resolvers load these for every row
+    pending = False
+    for account in accounts:
+        for name in (*free, *guard.served_without_grants(account, policed)):
+            for loader, attribute in _LOADS[name]:
+                key = getattr(account, attribute)
+                if key and isinstance(getattr(loaders, loader).get(key), asyncio.Future):
+                    pending = True
+    return pending
 
 
 @strawberry.input(description="Narrows `customers`. Filters combine with AND.")
@@ -110,6 +150,8 @@ async def _customer(info: strawberry.Info, account_no: str) -> Customer | None:
     account = await found if isinstance(found, asyncio.Future) else found
     if account is None:
         return None
+    if start_loads(context, selected_field_names(info), [account]):  # by e-mail, tax id, owner: now known
+        await let_loads_start()
     await context.load_grants([account_no])
     view = guard.view(account)
     return Customer.from_account(account, view) if view.visible else None
@@ -202,6 +244,9 @@ class Query:
             streams = [replace(s, select=dormancy_select(context, filter.dormant)) for s in streams]
         offsets = decode_cursor(after, len(streams)) if after else [0] * len(streams)
         page = await fetch_page(context.loaders, streams, offsets, first, disjoint=disjoint)
+        selected = selected_field_names(info, "edges", "node") | selected_field_names(info, "nodes")
+        if start_loads(context, selected, page.accounts):
+            await let_loads_start()
         await context.load_grants([account.account_no for account in page.accounts])
         edges = []
         for account, cursor in zip(page.accounts, page.cursors, strict=True):
