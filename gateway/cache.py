@@ -77,6 +77,8 @@ class EntityCache:
         self._inflight: dict[tuple[str, Hashable], asyncio.Future[Mapping[Any, Any]]] = {}
         self._observer = observer
         self._bus: RedisBus | None = None
+        self._wrapped: dict[tuple[str, Callable[..., Any]], Callable[..., Any]] = {}
+        self._lookups: dict[str, Callable[[Hashable], Any] | None] = {}
 
     def _observe(self, resource: str, result: str, count: int = 1) -> None:
         if self._observer is not None and count:
@@ -86,7 +88,16 @@ class EntityCache:
     def wrap(
         self, resource: str, fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]]
     ) -> Callable[[list[K]], Awaitable[Mapping[K, V]]]:
-        """A batch fetch that answers from the cache and fetches only the misses, once per key."""
+        """A batch fetch that answers from the cache and fetches only the misses, once per key (made
+        once per resource and fetch: every request's loaders share it)."""
+        made = self._wrapped.get((resource, fetch))
+        if made is None:
+            made = self._wrapped[(resource, fetch)] = self._wrap(resource, fetch)
+        return made
+
+    def _wrap(
+        self, resource: str, fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]]
+    ) -> Callable[[list[K]], Awaitable[Mapping[K, V]]]:
         store = self._stores.get(resource)
         if store is None:
             return fetch
@@ -139,8 +150,11 @@ class EntityCache:
     def lookup(self, resource: str) -> Callable[[Hashable], Any] | None:
         """For a cached resource, a function answering a key's cached value (a hit, counted) or
         ``MISS``; the loaders use it to answer a hit without a round through the event loop."""
+        if resource in self._lookups:
+            return self._lookups[resource]
         store = self._stores.get(resource)
         if store is None:
+            self._lookups[resource] = None
             return None
         observe = self._observe
 
@@ -150,6 +164,7 @@ class EntityCache:
                 observe(resource, "hit")
             return value
 
+        self._lookups[resource] = cached
         return cached
 
     def peek(self, resource: str, key: Hashable) -> Any:

@@ -22,7 +22,7 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO, Any, Final
@@ -188,7 +188,7 @@ class Metrics:
         metrics = self
 
         class RequestMetrics(SchemaExtension):
-            async def on_operation(self) -> AsyncIterator[None]:
+            def on_operation(self) -> Iterator[None]:
                 started = time.perf_counter()
                 try:
                     yield

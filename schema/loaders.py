@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias, TypeVar, cast
@@ -216,6 +217,7 @@ _SYSTEM_OF = {
 }
 
 
+@functools.cache  # one per connector: the cache wraps it once, not per request
 def _ticket_details(
     support: SupportConnector,
 ) -> Callable[[list[str]], Awaitable[Mapping[str, TicketDetail]]]:
