@@ -19,10 +19,10 @@ gateway with that would measure an httpx pitfall, not the gateway.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -247,3 +247,16 @@ def _money(row: Json, key: str) -> Json:
 
 def _epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+R = TypeVar("R")
+
+
+def run_on_gateway_loop(main: Coroutine[Any, Any, R]) -> R:
+    """Run ``main`` on the event loop the gateway runs on (uvicorn's choice: uvloop when installed),
+    so the baseline and the gateway are compared as code, not as event loops."""
+    from uvicorn.config import Config
+
+    loop_factory = Config(app="gateway.app:app_from_environment").get_loop_factory()  # the app is not loaded
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main)

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from .baseline import DirectClient
+from .baseline import DirectClient, run_on_gateway_loop
 from .queries import S1_QUERY, customer_id
 
 
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m bench.loadgen CONFIG.json RESULT.json", file=sys.stderr)
         return 2
     config = json.loads(Path(args[0]).read_text())
-    result = asyncio.run(run(config))
+    result = run_on_gateway_loop(run(config))
     Path(args[1]).write_text(json.dumps(result))
     return 0
 

@@ -44,7 +44,7 @@ from typing import Any
 import orjson
 
 from . import report
-from .baseline import DirectClient
+from .baseline import DirectClient, run_on_gateway_loop
 from .control import SYSTEMS, Control, auth_headers, call_counts
 from .limits import REGISTER_WIDTH, Bound, Latencies, Oracle, s1_bound, s2_bound
 from .loadgen import RawHttp, error_kind
@@ -867,7 +867,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with Processes(tmp / "logs") as procs:
             bench = Bench(opts, procs, tmp)
             try:
-                results = asyncio.run(bench.run())
+                results = run_on_gateway_loop(bench.run())
             finally:
                 bench.close()
         results["started_at"] = started.isoformat(timespec="seconds")
