@@ -159,9 +159,11 @@ class EntityCache:
         observe = self._observe
 
         def cached(key: Hashable) -> Any:
-            value = store.get(key, MISS)
-            if value is not MISS:
-                observe(resource, "hit")
+            try:
+                value = store[key]  # one expiry check (``get`` makes two)
+            except KeyError:
+                return MISS
+            observe(resource, "hit")
             return value
 
         self._lookups[resource] = cached

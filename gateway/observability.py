@@ -36,6 +36,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -159,14 +161,14 @@ class Metrics:
         self.limit_rejections = Counter(
             "cg_limit_rejections", "Work refused by a limit.", ["limit"], registry=r
         )
-        self.cache = Counter("cg_cache", "Cache lookups by result.", ["resource", "result"], registry=r)
+        # Cache lookups happen several times per field-rich request: plain counts on the event loop,
+        # read when /metrics is scraped (a prometheus Counter takes a lock per increment).
+        self._cache_counts: dict[tuple[str, str], int] = {}
+        r.register(_CacheCounts(self._cache_counts))
         self._operation = _Bounded(_OPERATION, max_operations, "anonymous")
         self._label = _Bounded(_LABEL, 100, "other")
-        # labelled children by their label values: ``labels()`` costs a lock and a lookup each time
+        # labelled children by their label values: ``labels()`` is the slow part of a metric update
         self._children: dict[tuple[str, ...], Any] = {}
-        # Label children by key: ``labels()`` is the slow part of a metric update.
-        self._calls: dict[tuple[System, str, str], Any] = {}
-        self._seconds: dict[tuple[System, str], Any] = {}
 
     # --- requests --------------------------------------------------------------------------
 
@@ -214,11 +216,7 @@ class Metrics:
         self, system: System, resource: str, outcome: str, seconds: float, attempt: int
     ) -> None:
         """The connectors' ``AttemptObserver``: count, time, and log each failed attempt."""
-        key = (system, resource, outcome)
-        child = self._calls.get(key)
-        if child is None:
-            child = self._calls[key] = self.upstream_calls.labels(system.value, resource, outcome)
-        child.inc()
+        self._child(self.upstream_calls, "upstream_calls", system.value, resource, outcome).inc()
         if outcome in _LOCAL_REFUSALS:
             if outcome != "circuit_open":  # an open breaker is logged when it opens, not per call
                 self.limit_rejections.labels(f"{system.value}.{outcome}").inc()
@@ -227,10 +225,7 @@ class Metrics:
                     extra={"system": system.value, "resource": resource, "kind": outcome, "attempt": attempt},
                 )
             return
-        timer = self._seconds.get((system, resource))
-        if timer is None:
-            timer = self._seconds[(system, resource)] = self.upstream_seconds.labels(system.value, resource)
-        timer.observe(seconds)
+        self._child(self.upstream_seconds, "upstream_seconds", system.value, resource).observe(seconds)
         if outcome.isdigit() and int(outcome) < 500 and outcome != "429":
             return  # an answer (2xx, or the caller's 4xx): not a failure of the system
         upstream_log.warning(
@@ -260,7 +255,8 @@ class Metrics:
 
     def cache_result(self, resource: str, result: str) -> None:
         """A cache lookup: ``result`` is ``hit``, ``miss``, ``stale``, …"""
-        self._child(self.cache, "cache", self._label(resource), self._label(result)).inc()
+        key = (self._label(resource), self._label(result))
+        self._cache_counts[key] = self._cache_counts.get(key, 0) + 1
 
     def _child(self, metric: Any, name: str, *labels: str) -> Any:
         """``metric.labels(*labels)``, made once (the label values are already bounded)."""
@@ -272,6 +268,19 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _CacheCounts(Collector):
+    """``cg_cache_total{resource,result}`` from ``Metrics``' plain counts, at scrape time."""
+
+    def __init__(self, counts: dict[tuple[str, str], int]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily("cg_cache", "Cache lookups by result.", labels=["resource", "result"])
+        for (resource, result), count in sorted(self.counts.items()):
+            family.add_metric([resource, result], count)
+        yield family
 
 
 def _operation_name(context: Any) -> str | None:
