@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -11,6 +12,7 @@ import strawberry
 from .errors import BadUserInput
 
 
+@functools.lru_cache(maxsize=65_536)  # cached entities hand out the same datetimes request after request
 def _serialize_datetime(value: datetime) -> str:
     if value.tzinfo is not UTC:  # the connectors already give UTC; anything else is converted
         value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
