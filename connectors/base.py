@@ -179,7 +179,12 @@ class Connector:
             verify=_tls_context(), limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
         )
         self._base_url = str(httpx.URL(base_url)).rstrip("/")
-        self._headers: dict[str, str] = {"Accept": "application/json", **(headers or {})}
+        # the departments see who calls them (and can rate-limit or trace it)
+        self._headers: dict[str, str] = {
+            "Accept": "application/json",
+            "User-Agent": "customer-graph",
+            **(headers or {}),
+        }
 
     async def aclose(self) -> None:
         await self._transport.aclose()
