@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import strawberry
+from cachetools import TTLCache
 
 from connectors import models
 from connectors.errors import UpstreamConflict, UpstreamInvalid, UpstreamNotFound
@@ -28,6 +29,19 @@ _CONTACT_FIELDS = {
     "address": "address",
 }
 _MAX_TEXT = 2000
+
+
+# A retry with the same idempotency key must send the system the same body (the sales system answers a
+# key reused with another body with 409). An activity's time defaults to "now", so the first attempt's
+# "now" is kept for the caller's key: in this process, for a day (a retry reaching another gateway
+# process, or one started since, gets its own "now" and the system's 409: CONFLICT).
+_FIRST_NOW: TTLCache[tuple[str, str], datetime] = TTLCache(maxsize=10_000, ttl=24 * 3600)
+
+
+def _first_now(context: RequestContext, idempotency_key: str | None) -> datetime:
+    if not idempotency_key:
+        return context.now
+    return _FIRST_NOW.setdefault((context.require_principal().sub, idempotency_key), context.now)
 
 
 def _context(info: strawberry.Info) -> RequestContext:
@@ -218,7 +232,7 @@ class Mutation:
             activity = await context.loaders.upstreams.sales.create_activity(
                 account.account_no,
                 input.type.value,
-                input.occurred_at or context.now,
+                input.occurred_at or _first_now(context, input.idempotency_key),
                 subject,
                 notes,
                 principal.sub,
