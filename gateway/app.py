@@ -317,7 +317,12 @@ def create_app(
 
 def app_from_environment() -> Starlette:
     """The app for ``uvicorn --factory`` and for each of ``customer-graph serve --workers N``."""
-    app = create_app(load_settings())
+    return serving_app(load_settings())
+
+
+def serving_app(settings: Settings) -> Starlette:
+    """``create_app`` for a process that serves it (``serve``, its workers, ``demo``): the heap settled."""
+    app = create_app(settings)
     settle_heap()
     return app
 

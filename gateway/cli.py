@@ -14,7 +14,7 @@ from .settings import SettingsError, load_settings
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import create_app, settle_heap
+    from .app import serving_app
     from .auth import Authenticator
 
     if args.config:
@@ -32,10 +32,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_log=False,
         )
     else:
-        app = create_app(settings)
-        settle_heap()
         uvicorn.run(
-            app,
+            serving_app(settings),
             host=settings.host,
             port=settings.port,
             log_level="warning",

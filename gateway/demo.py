@@ -65,7 +65,7 @@ def demo_tokens(systems: DemoSystems, settings: Settings, hours: float = 24.0) -
 def run_demo(*, customers: int, seed: int, port: int | None, config: str | None) -> int:
     import uvicorn
 
-    from .app import create_app, settle_heap
+    from .app import serving_app
 
     settings = load_settings(config)
     port = port or settings.port
@@ -123,9 +123,7 @@ def run_demo(*, customers: int, seed: int, port: int | None, config: str | None)
             """ -d '{"title": "Head of Purchasing"}'"""
         )
         print("  Ctrl-C stops everything.\n", flush=True)
-        app = create_app(settings)
-        settle_heap()
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        uvicorn.run(serving_app(settings), host=settings.host, port=settings.port, log_level="warning")
     finally:
         systems.stop()
     return 0

@@ -168,7 +168,7 @@ class Metrics:
         self._operation = _Bounded(_OPERATION, max_operations, "anonymous")
         self._label = _Bounded(_LABEL, 100, "other")
         # labelled children by their label values: ``labels()`` is the slow part of a metric update
-        self._children: dict[tuple[str, ...], Any] = {}
+        self._children: dict[tuple[Any, ...], Any] = {}
 
     # --- requests --------------------------------------------------------------------------
 
@@ -181,8 +181,8 @@ class Metrics:
         """One GraphQL operation ended: ``outcome`` is a short word (``ok``, ``partial``, ``error``,
         ``invalid``, ``rejected``, …)."""
         label = self._operation(operation)
-        self._child(self.requests, "requests", label, self._label(outcome)).inc()
-        self._child(self.request_seconds, "request_seconds", label).observe(seconds)
+        self._child(self.requests, label, self._label(outcome)).inc()
+        self._child(self.request_seconds, label).observe(seconds)
 
     def graphql_extension(self) -> Callable[[], SchemaExtension]:
         """A strawberry extension factory (pass it in ``extensions=``) that feeds
@@ -216,7 +216,7 @@ class Metrics:
         self, system: System, resource: str, outcome: str, seconds: float, attempt: int
     ) -> None:
         """The connectors' ``AttemptObserver``: count, time, and log each failed attempt."""
-        self._child(self.upstream_calls, "upstream_calls", system.value, resource, outcome).inc()
+        self._child(self.upstream_calls, system.value, resource, outcome).inc()
         if outcome in _LOCAL_REFUSALS:
             if outcome != "circuit_open":  # an open breaker is logged when it opens, not per call
                 self.limit_rejections.labels(f"{system.value}.{outcome}").inc()
@@ -225,7 +225,7 @@ class Metrics:
                     extra={"system": system.value, "resource": resource, "kind": outcome, "attempt": attempt},
                 )
             return
-        self._child(self.upstream_seconds, "upstream_seconds", system.value, resource).observe(seconds)
+        self._child(self.upstream_seconds, system.value, resource).observe(seconds)
         if outcome.isdigit() and int(outcome) < 500 and outcome != "429":
             return  # an answer (2xx, or the caller's 4xx): not a failure of the system
         upstream_log.warning(
@@ -258,9 +258,9 @@ class Metrics:
         key = (self._label(resource), self._label(result))
         self._cache_counts[key] = self._cache_counts.get(key, 0) + 1
 
-    def _child(self, metric: Any, name: str, *labels: str) -> Any:
+    def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, made once (the label values are already bounded)."""
-        key = (name, *labels)
+        key = (metric, *labels)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = metric.labels(*labels)

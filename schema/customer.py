@@ -218,9 +218,7 @@ class Customer(Node):
     )
     def last_contact_at(self, info: strawberry.Info) -> Resolved[datetime | None]:
         contact = self._last_contact(_context(info))
-        if contact.done() and not contact.cancelled() and contact.exception() is None:
-            return contact.result()
-        return contact
+        return contact.result() if _settled(contact) else contact
 
     @strawberry.field(
         description="When the customer goes back to the public pool unless its owner logs an activity "
@@ -243,7 +241,7 @@ class Customer(Node):
     def dormant(self, info: strawberry.Info) -> Resolved[bool]:
         context = _context(info)
         contact = self._last_contact(context)
-        if contact.done() and not contact.cancelled() and contact.exception() is None:
+        if _settled(contact):
             return _is_dormant(contact.result(), context.now)
         return self._dormant_later(context, contact)
 
@@ -288,6 +286,11 @@ class Customer(Node):
                 if isinstance(result, BaseException):
                     raise result
         return last_contact(*(r if not isinstance(r, BaseException) else () for r in results))
+
+
+def _settled(future: asyncio.Future[datetime | None]) -> bool:
+    """Done with a value (then read it now; otherwise graphql-core awaits it, errors included)."""
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 def _is_dormant(last: datetime | None, now: datetime) -> bool:

@@ -22,18 +22,6 @@ from .loaders import let_loads_start
 from .paging import Page, Predicate, Stream, decode_cursor, fetch_page
 from .selection import selected_field_names
 
-# Sales resources keyed by account_no: start loading them with the account, not after it.
-_PREFETCH = {
-    "orders": "orders",
-    "payments": "payments",
-    "opportunities": "opportunities",
-    "activities": "activities",
-    "lastContactAt": "activities",
-    "dormant": "activities",
-    "recycleAt": "activities",
-}
-_DERIVED = frozenset({"lastContactAt", "dormant", "recycleAt"})  # computed for every role that sees the row
-
 # A customer field → the loads it makes, as (loader, the account attribute that is its key).
 _LOADS: dict[str, tuple[tuple[str, str], ...]] = {
     "owner": (("user", "owner_id"),),
@@ -144,13 +132,18 @@ async def _customer(info: strawberry.Info, account_no: str) -> Customer | None:
     guard = context.require_guard()
     loaders = context.loaders
     found = loaders.account.get(account_no)
-    for name in selected_field_names(info).intersection(_PREFETCH):
-        if name in _DERIVED or guard.fetches(name):
-            getattr(loaders, _PREFETCH[name]).get(account_no)  # a miss starts loading now
+    selected = selected_field_names(info)
+    # Loads keyed by the account number start with the account, not after it: for the fields the
+    # caller may be served on some customer (and the derived ones, computed for every row it sees).
+    for name in selected.intersection(_LOADS):
+        if name not in _POLICED or guard.fetches(name):
+            for loader, attribute in _LOADS[name]:
+                if attribute == "account_no":
+                    getattr(loaders, loader).get(account_no)  # a miss starts loading now
     account = await found if isinstance(found, asyncio.Future) else found
     if account is None:
         return None
-    if start_loads(context, selected_field_names(info), [account]):  # by e-mail, tax id, owner: now known
+    if start_loads(context, selected, [account]):  # by e-mail, tax id, owner: now known
         await let_loads_start()
     await context.load_grants([account_no])
     view = guard.view(account)
