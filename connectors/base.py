@@ -54,6 +54,7 @@ from .resilience import (
     deadline_scope,
     parse_retry_after,
 )
+from .transport import pooled_transport
 
 __all__ = ["Connector", "ConnectorOptions", "basic_auth", "in_chunks", "unique"]
 
@@ -113,7 +114,7 @@ class ConnectorOptions(TypedDict, total=False):
 
 
 class Connector:
-    """One departmental system behind one pooled ``httpx.AsyncClient``."""
+    """One departmental system behind one pooled httpx transport (``connectors/transport.py``)."""
 
     system: ClassVar[System]
     # The header whose presence makes a write safe to repeat (the system answers a repeat with the
@@ -175,9 +176,7 @@ class Connector:
             self.system, failures=breaker_failures, cooldown=breaker_cooldown, on_change=on_breaker_change
         )
         pool = max_in_flight if max_connections is None else max_connections
-        self._transport = transport or httpx.AsyncHTTPTransport(
-            verify=_tls_context(), limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
-        )
+        self._transport = transport or pooled_transport(connections=pool, ssl_context=_tls_context())
         self._base_url = str(httpx.URL(base_url)).rstrip("/")
         # the departments see who calls them (and can rate-limit or trace it)
         self._headers: dict[str, str] = {
