@@ -183,6 +183,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             raise httpcore.ConnectError(f"TLS handshake failed: {type(exc).__name__}") from None
         if transport is None:  # the peer closed the connection during the handshake
             raise httpcore.ConnectError("TLS handshake failed: connection closed")
+        self._protocol.transport = transport  # flow control now goes through the TLS layer
         return AsyncioStream(transport, self._protocol)
 
     def get_extra_info(self, info: str) -> Any:
@@ -255,16 +256,15 @@ async def _connected(
 
 def pooled_transport(*, connections: int, ssl_context: ssl.SSLContext) -> httpx.AsyncHTTPTransport:
     """httpx's transport with a pool of ``connections`` keep-alive connections over
-    ``AsyncioBackend``. httpx builds its pool without a way to pass a network backend, so the pool is
-    built here with the same settings httpx would use and put in its place (``tests/test_transport.py``
-    checks that httpx still sends through it)."""
+    ``AsyncioBackend``. httpx builds its pool without a way to pass a network backend, so the pool
+    is built here with the settings httpx would use and put in its place
+    (``tests/connectors/test_transport.py`` checks that httpx still sends through it)."""
     transport = httpx.AsyncHTTPTransport(verify=ssl_context)
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     transport._pool = httpcore.AsyncConnectionPool(
         ssl_context=ssl_context,
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
+        max_connections=connections,
+        max_keepalive_connections=connections,
+        keepalive_expiry=httpx.Limits().keepalive_expiry,  # httpx's default
         network_backend=AsyncioBackend(),
     )
     return transport

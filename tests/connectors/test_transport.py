@@ -199,10 +199,18 @@ def test_https(loop: str, tmp_path: Path) -> None:
                 assert (await http.get("/x")).text == "hello 1"
                 assert (await http.get("/x")).text == "hello 2"
             assert server.connections == 1
-            # a client that does not trust the server's certificate fails, as a connect error
-            async with client(server, ssl_context=ssl.create_default_context()) as untrusting:
-                with pytest.raises(httpx.ConnectError):
-                    await untrusting.get("/x")
+        async with Server(big_and_slow, ssl_context=server_context) as server:
+            async with client(server, ssl_context=client_context) as http:
+                for _ in range(2):  # more than the read buffer's high-water mark, twice, over TLS
+                    assert (await http.get("/big")).content == BIG
+            assert server.connections == 1
+        # a client that does not trust the server's certificate fails, as a connect error
+        async with (
+            Server(keep_alive, ssl_context=server_context) as server,
+            client(server, ssl_context=ssl.create_default_context()) as untrusting,
+        ):
+            with pytest.raises(httpx.ConnectError):
+                await untrusting.get("/x")
 
     run(loop, scenario)
 
