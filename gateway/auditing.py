@@ -55,6 +55,8 @@ def audit_entries(
             detail["refused"] = [{"operation": w.operation, "rule": w.rule} for w in refused]
         customers = sorted(guard.hidden_rows | {w.account_no for w in refused if w.account_no})
         entries.append(entry("denial", fields=denied, customer_ids=customers, detail=detail or None))
+    for term, searched in guard.searches:
+        entries.append(entry("search", detail={"search": term, "fields": list(searched)}))
     for grant_id, fields in grants.items():
         entries.append(entry("grant_use", fields=fields, grant_id=grant_id))
     for write in context.writes:

@@ -65,6 +65,7 @@ class Guard:
         self.needed = policy.fields_needed(principal)
         self.served: dict[str, Served] = {}
         self.hidden_rows: set[str] = set()  # customers asked for by id that are outside the rows
+        self.searches: list[tuple[str, tuple[str, ...]]] = []  # (term, the fields it was matched on)
         self._grants: dict[str, Mapping[str, str]] = {}  # account_no → field → grant id
         self._by_account: dict[str, _Entry] = {}
         self._by_email: dict[str, _Entry] = {}
@@ -100,14 +101,39 @@ class Guard:
 
     def clear_everywhere(self, name: str) -> bool:
         """Is ``name`` allowed in clear on every customer the caller can see (ignoring grants)?"""
+        return self.clear_within(name)
+
+    def clear_within(
+        self, name: str, *, owner_id: str | None = None, unowned: bool = False, region: str | None = None
+    ) -> bool:
+        """Is ``name`` allowed in clear on every customer the caller can see among those a list query
+        narrows to (``owner_id``, ``unowned``, ``region``; ignoring grants)? Decisions depend only on
+        the situation (own, pool, other) and on whether the customer is in the caller's region, so one
+        probe per possible combination decides it."""
         sub = self.principal.sub
-        region = self.principal.region or ""
-        probes = (_Probe(sub, region), _Probe(None, region), _Probe(sub + "~other", region))
+        if owner_id is not None:
+            owners: tuple[str | None, ...] = (owner_id,)
+        elif unowned:
+            owners = (None,)
+        else:
+            owners = (sub, None, sub + "~other")
+        mine = self.principal.region or ""
+        regions = (region,) if region is not None else (mine, mine + "~other")
         return all(
             self.policy.view(self.principal, probe)[name].allowed
-            for probe in probes
+            for probe in (_Probe(owner, r) for owner in owners for r in regions)
             if self.rows.admits(probe)
         )
+
+    def note_search(self, term: str, fields: Sequence[str]) -> None:
+        """A search term matched against customer fields: audited (a guess at a masked e-mail is a
+        look at personal data even when nothing is served)."""
+        self.searches.append((term, tuple(fields)))
+
+    def sees_clear(self, account: Account, name: str) -> bool:
+        """Is ``name`` of this customer allowed in clear to the caller (ignoring grants)? Decides
+        nothing for the request and notes nothing: for matching a search on what the caller sees."""
+        return self.policy.view(self.principal, account)[name].allowed
 
     # --- values ---------------------------------------------------------------------------------
 

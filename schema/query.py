@@ -161,27 +161,50 @@ def row_streams(guard: Guard, filter: CustomerFilter | None) -> tuple[list[Strea
         status=filter.status.value if filter.status else None,
         owner_id=str(filter.owner_id) if filter.owner_id is not None else None,
         unowned=True if filter.in_pool else None,
-        q=search,
     )
-    keep = _visible_match(guard, search) if search else None
     owned_only = filter.in_pool is False and filter.owner_id is None
-    if owned_only:
-        keep = _both(_owned, keep)
+    if search is not None:
+        guard.note_search(search, ("name", *_SEARCHED))
     rows = guard.rows
-    if rows.all:
-        return [replace(base, keep=keep)], True
     streams: list[Stream] = []
-    for owner in sorted(rows.owner_in):
-        if (base.owner_id in (None, owner)) and not base.unowned:
-            streams.append(replace(base, owner_id=owner, keep=keep))
-    if rows.include_pool and base.owner_id is None and filter.in_pool is not False:
-        streams.append(replace(base, unowned=True, keep=_visible_match(guard, search) if search else None))
     disjoint = True
-    for region in sorted(rows.regions):
-        if base.region in (None, region):
-            streams.append(replace(base, region=region, keep=keep))
-            disjoint = len(streams) == 1
-    return streams, disjoint
+    if rows.all:
+        streams.append(base)
+    else:
+        for owner in sorted(rows.owner_in):
+            if (base.owner_id in (None, owner)) and not base.unowned:
+                streams.append(replace(base, owner_id=owner))
+        if rows.include_pool and base.owner_id is None and filter.in_pool is not False:
+            streams.append(replace(base, unowned=True))
+        for region in sorted(rows.regions):
+            if base.region in (None, region):
+                streams.append(replace(base, region=region))
+                disjoint = len(streams) == 1
+    return [_narrowed(guard, stream, search, owned_only) for stream in streams], disjoint
+
+
+# What the sales system's ``q`` matches besides the name (which every role sees in clear).
+_SEARCHED = ("contactName", "email")
+
+
+def _narrowed(guard: Guard, stream: Stream, search: str | None, owned_only: bool) -> Stream:
+    """The stream with the filter's conditions that the sales API cannot express for this caller.
+
+    A search: the sales system matches ``q`` on name, contact name and e-mail. Where the caller sees
+    those in clear on every customer of the stream, ``q`` goes upstream. Elsewhere the stream is read
+    *without* ``q`` and matched here on what the caller sees in clear: a ``q`` upstream would make the
+    offsets in the cursor, ``hasNextPage`` and the scan's length depend on matches in values the caller
+    sees masked or not at all (probing with guesses would recover a masked e-mail)."""
+    keep = _owned if owned_only else None
+    if search is None:
+        return replace(stream, keep=keep)
+    clear = all(
+        guard.clear_within(name, owner_id=stream.owner_id, unowned=bool(stream.unowned), region=stream.region)
+        for name in _SEARCHED
+    )
+    if clear:
+        return replace(stream, q=search, keep=keep)
+    return replace(stream, keep=_both(_visible_match(guard, search), keep))
 
 
 def _owned(account: Account) -> bool:
@@ -194,19 +217,16 @@ def _both(first: Predicate, second: Predicate | None) -> Predicate:
     return lambda account: first(account) and second(account)
 
 
-def _visible_match(guard: Guard, search: str) -> Predicate | None:
-    """The sales system matches ``q`` on name, contact name and e-mail; a match counts here only on a
-    field the caller may see in clear on that customer (no inferring a masked e-mail by searching)."""
-    if guard.clear_everywhere("email") and guard.clear_everywhere("contactName"):
-        return None
+def _visible_match(guard: Guard, search: str) -> Predicate:
+    """The sales system's ``q`` (a case-insensitive substring of name, contact name or e-mail), on
+    what the caller sees in clear of each customer only."""
     needle = search.casefold()
 
     def keep(account: Account) -> bool:
         if needle in account.name.casefold():
             return True
-        view = guard.policy.view(guard.principal, account)
         for name, value in (("contactName", account.contact_name), ("email", account.email)):
-            if value and needle in value.casefold() and view[name].allowed:
+            if value and needle in value.casefold() and guard.sees_clear(account, name):
                 return True
         return False
 

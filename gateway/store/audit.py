@@ -66,9 +66,11 @@ from .models import CHAIN_HEAD_ID, GENESIS_HASH, audit_chain_head, audit_custome
 
 log = logging.getLogger(__name__)
 
-AuditKind = Literal["read", "denial", "write", "grant_use", "access_request", "access_decision", "pool"]
+AuditKind = Literal[
+    "read", "denial", "write", "grant_use", "access_request", "access_decision", "pool", "search"
+]
 AUDIT_KINDS: frozenset[str] = frozenset(
-    ("read", "denial", "write", "grant_use", "access_request", "access_decision", "pool")
+    ("read", "denial", "write", "grant_use", "access_request", "access_decision", "pool", "search")
 )
 FIELD_DECISIONS: frozenset[str] = frozenset(("allow", "mask", "deny"))
 OPERATION_TYPES: frozenset[str] = frozenset(("query", "mutation", "subscription", "cli", "system"))
