@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.extensions import AddValidationRules, DisableIntrospection
 from strawberry.http import GraphQLHTTPResponse
@@ -37,7 +37,8 @@ from .auditing import audit_entries
 from .auth import Authenticator, AuthError
 from .cache import EntityCache, parse_ttls
 from .events import LiveUpdates
-from .events.websocket import LiveTransportWSHandler, live_context, on_connect
+from .events.websocket import LiveTransportWSHandler, TextFrames, live_context, on_connect
+from .graphiql import ASSETS_PATH, GraphiQLPage
 from .http import GraphQLOverHTTP
 from .limits import LimitsExtension, RequestLimits
 from .observability import Metrics, RequestIdMiddleware, metrics_endpoint
@@ -67,11 +68,13 @@ class GraphView(GraphQLOverHTTP):
 
     # WebSocket: graphql-transport-ws only, subscriptions only, a context per operation (events/websocket.py)
     graphql_transport_ws_handler_class = LiveTransportWSHandler
+    websocket_adapter_class = TextFrames  # type: ignore[assignment]
 
     def __init__(self, gateway: Gateway) -> None:
         settings = gateway.settings
         super().__init__(gateway.schema, graphql_ide="graphiql" if settings.graphiql else None)
         self.gateway = gateway
+        self.graphiql = GraphiQLPage() if settings.graphiql else None
         self.protocols = ("graphql-transport-ws",)
 
     async def get_context(
@@ -105,6 +108,11 @@ class GraphView(GraphQLOverHTTP):
             context = live_context(context, gateway.live, request.headers.get("authorization"))
         request.state.graph_context = context
         return context
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """GraphiQL from the gateway's own pinned assets (gateway/graphiql.py): works offline."""
+        assert self.graphiql is not None
+        return self.graphiql.response()
 
     async def on_ws_connect(self, context: RequestContext) -> Any:
         """``connection_init``: its payload's ``Authorization`` replaces the upgrade request's."""
@@ -156,7 +164,9 @@ class Gateway:
         ]
         if not settings.introspection:
             extensions.append(DisableIntrospection)
-        self.schema = build_schema(document_cache_size=settings.document_cache_size, extensions=extensions)
+        self.schema = build_schema(
+            document_cache=self.limits.documents, precheck=self.limits.precheck, extensions=extensions
+        )
         self._upstreams = upstreams
         self.policies = PolicyHolder(policy_path(settings.policy_file or None))
         try:
@@ -306,6 +316,7 @@ def create_app(
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             *gateway.live.routes(),  # POST /hooks/sales, /hooks/support
+            *([Mount(ASSETS_PATH, view.graphiql.files)] if view.graphiql is not None else []),
         ],
         middleware=middleware,
         lifespan=lifespan,

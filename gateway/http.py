@@ -318,7 +318,7 @@ class GraphQLOverHTTP(GraphQL[RequestContext, None]):
 
         request_error = _is_request_error(result)
         if request_error:
-            self.gateway.limits.mark_token_errors(result.errors)
+            self.gateway.limits.mark_token_errors(result.errors, anonymous=principal is None)
         payload: dict[str, Any] = dict(await self.process_result(request, result))
         if request_error:
             payload.pop("data", None)  # the spec: no data entry when execution did not start

@@ -45,8 +45,8 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
-from schema.documents import DocumentMemo
-from schema.errors import BadUserInput, GraphError, QueryTooComplex
+from schema.documents import DocumentCache
+from schema.errors import BadUserInput, GraphError, QueryTooComplex, Unauthenticated
 
 from .settings import Settings
 
@@ -268,19 +268,96 @@ def measure_operation(
     return Measure(depth=part.depth, aliases=part.aliases, cost=CostPlan(part.fixed, tuple(part.terms)))
 
 
-class RequestLimits:
-    """The configured limits, and the measures of recently seen documents (an LRU by identity)."""
+INTROSPECTION_TOKENS = 400  # GraphiQL's introspection query has about 190
 
-    def __init__(self, settings: Settings) -> None:
+
+def _introspection_only(document: DocumentNode) -> bool:
+    """Every operation selects only ``__schema``, ``__type`` and ``__typename`` at its root."""
+    for definition in document.definitions:
+        if isinstance(definition, OperationDefinitionNode):
+            for selection in definition.selection_set.selections:
+                if not (isinstance(selection, FieldNode) and selection.name.value.startswith("__")):
+                    return False
+    return True
+
+
+class _OverBudget(Exception):
+    pass
+
+
+def selection_weight(document: DocumentNode, budget: int) -> int:
+    """The operation's selections with fragments expanded, ``n`` fields sharing a response name in a
+    selection set (their sub-selections merged) weighing ``n²``; past ``budget`` it returns
+    ``budget + 1`` at once. Linear in the budget: every field visited adds at least 1."""
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    total = 0
+
+    def collect(sets: list[SelectionSetNode], groups: dict[str, list[SelectionSetNode | None]]) -> None:
+        nonlocal total
+        spread: set[str] = set()
+        pending = list(sets)
+        while pending:
+            selection_set = pending.pop()
+            for selection in selection_set.selections:
+                if isinstance(selection, FieldNode):
+                    key = (selection.alias or selection.name).value
+                    groups.setdefault(key, []).append(selection.selection_set)
+                    total += 1
+                    if total > budget:
+                        raise _OverBudget
+                elif isinstance(selection, InlineFragmentNode):
+                    pending.append(selection.selection_set)
+                elif isinstance(selection, FragmentSpreadNode):
+                    name = selection.name.value
+                    fragment = fragments.get(name)
+                    if fragment is not None and name not in spread:  # one spread twice adds nothing
+                        spread.add(name)
+                        pending.append(fragment.selection_set)
+
+    def weigh(sets: list[SelectionSetNode], depth: int) -> None:
+        nonlocal total
+        if depth > 64:  # deeper than any depth limit: validation and the depth limit refuse it
+            return
+        groups: dict[str, list[SelectionSetNode | None]] = {}
+        collect(sets, groups)
+        for subs in groups.values():
+            total += len(subs) * (len(subs) - 1)  # with the n counted while collecting: n²
+            if total > budget:
+                raise _OverBudget
+        for subs in groups.values():
+            inner = [s for s in subs if s is not None]
+            if inner:
+                weigh(inner, depth + 1)
+
+    try:
+        weigh([d.selection_set for d in document.definitions if isinstance(d, OperationDefinitionNode)], 0)
+    except _OverBudget:
+        return budget + 1
+    return total
+
+
+class RequestLimits:
+    """The configured limits; measures are kept with the cached document (``schema/documents.py``)."""
+
+    def __init__(self, settings: Settings, documents: DocumentCache | None = None) -> None:
         self.max_depth = settings.max_depth
         self.max_aliases = settings.max_aliases
         self.max_tokens = settings.max_tokens
+        self.max_selections = settings.max_selections
+        self.anonymous_max_tokens = settings.anonymous_max_tokens
+        self.anonymous_max_selections = settings.anonymous_max_selections
+        # With introspection on (development), a caller without a token may load the schema (GraphiQL
+        # does before a token is pasted): its documents may be as long as an introspection query.
+        self.introspection = settings.introspection
+        self.anonymous_parse_tokens = (
+            max(self.anonymous_max_tokens, INTROSPECTION_TOKENS)
+            if settings.introspection
+            else self.anonymous_max_tokens
+        )
         self.max_cost = settings.max_cost
         self.cost_per_role = dict(settings.max_cost_per_role)
         self.list_size = settings.cost_list_size
-        self.cache_size = max(1, settings.document_cache_size)
-        # per document (by identity): operation name → its measure
-        self._measures: DocumentMemo[dict[str | None, Measure | None]] = DocumentMemo(self.cache_size)
+        self.documents = documents if documents is not None else DocumentCache(settings.document_cache_bytes)
         self._role_limits: dict[frozenset[str], int] = {}
 
     def cost_limit(self, roles: frozenset[str]) -> int:
@@ -295,14 +372,44 @@ class RequestLimits:
     def measure(
         self, schema: GraphQLSchema, document: DocumentNode, operation_name: str | None
     ) -> Measure | None:
-        per_operation = self._measures.get(document)
-        if per_operation is None:
-            per_operation = self._measures.put(document, {})
+        memo = self.documents.memo(document)
+        per_operation: _PerOperation | None = None
+        if memo is not None:
+            per_operation = memo.get("measures")  # type: ignore[assignment]
+            if per_operation is None:
+                per_operation = memo["measures"] = {}
+        if per_operation is None:  # not cached: measured for this request only
+            return measure_operation(schema, document, operation_name, list_size=self.list_size)
         found = per_operation.get(operation_name, _UNKNOWN)
         if found is _UNKNOWN:
             found = measure_operation(schema, document, operation_name, list_size=self.list_size)
             per_operation[operation_name] = found
         return found  # type: ignore[return-value]
+
+    def precheck(self, document: DocumentNode, context: ExecutionContext) -> GraphQLError | None:
+        """Before validation: the document's selections, fragments expanded, with ``n`` fields of one
+        response name in one selection set weighing ``n²`` (what checking that they merge costs).
+        Counting stops at the budget, so the check itself is bounded."""
+        anonymous = getattr(context.context, "principal", None) is None
+        budget = self.max_selections
+        if anonymous and not (self.introspection and _introspection_only(document)):
+            budget = self.anonymous_max_selections
+        weight = selection_weight(document, budget)
+        if weight <= budget:
+            return None
+        if anonymous:
+            refusal: GraphError = Unauthenticated(
+                f"Without a valid token a document may select at most {budget} fields "
+                "(e.g. { __typename }). Send 'Authorization: Bearer <token>'."
+            )
+        else:
+            refusal = QueryTooComplex(
+                f"Query selects more than {budget} fields (fields repeated under one name count "
+                "their square), the limit.",
+                limit="selections",
+                max=budget,
+            )
+        return GraphQLError(str(refusal), original_error=refusal)
 
     def check(
         self,
@@ -341,15 +448,23 @@ class RequestLimits:
             )
         return None
 
-    def mark_token_errors(self, errors: list[GraphQLError] | None) -> None:
-        """Report the parser's token-limit error as QUERY_TOO_COMPLEX, naming the limit."""
+    def mark_token_errors(self, errors: list[GraphQLError] | None, *, anonymous: bool = False) -> None:
+        """Report the parser's token-limit error as QUERY_TOO_COMPLEX, naming the limit (for a caller
+        without a valid token: UNAUTHENTICATED, saying what a token allows)."""
         for error in errors or ():
             if error.original_error is None and error.path is None and _TOKEN_ERROR.search(error.message):
-                refusal = QueryTooComplex(
-                    f"Query has more than {self.max_tokens} tokens, the limit.",
-                    limit="tokens",
-                    max=self.max_tokens,
-                )
+                refusal: GraphError
+                if anonymous:
+                    refusal = Unauthenticated(
+                        f"Without a valid token a document may have at most {self.anonymous_parse_tokens} "
+                        "tokens (e.g. { __typename }). Send 'Authorization: Bearer <token>'."
+                    )
+                else:
+                    refusal = QueryTooComplex(
+                        f"Query has more than {self.max_tokens} tokens, the limit.",
+                        limit="tokens",
+                        max=self.max_tokens,
+                    )
                 error.message = str(refusal)
                 error.original_error = refusal
 
@@ -362,7 +477,9 @@ class LimitsExtension(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         # Part of the parser cache's key, so documents parsed under this limit are cached as usual.
-        self.execution_context.parse_options["max_lexical_tokens"] = self.limits.max_tokens  # type: ignore[typeddict-unknown-key]
+        anonymous = getattr(self.execution_context.context, "principal", None) is None
+        tokens = self.limits.anonymous_parse_tokens if anonymous else self.limits.max_tokens
+        self.execution_context.parse_options["max_lexical_tokens"] = tokens  # type: ignore[typeddict-unknown-key]
         yield
 
     def on_execute(self) -> Iterator[None]:

@@ -156,6 +156,9 @@ class Resolved:
     register: str | None = None
 
 
+APQ_CACHE_BYTES = 4 << 20  # query text remembered for APQ, whatever the entry count
+
+
 class PersistedQueries:
     """Turns a request's ``query`` and ``extensions.persistedQuery`` into the query to run."""
 
@@ -164,6 +167,7 @@ class PersistedQueries:
         self.cache_size = max(1, cache_size)
         self.allowlist = allowlist
         self._known: OrderedDict[str, str] = OrderedDict()
+        self._known_bytes = 0  # query text held: bounded by APQ_CACHE_BYTES as well as by entries
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PersistedQueries:
@@ -197,12 +201,13 @@ class PersistedQueries:
         return Resolved(query=query, register=register)
 
     def remember(self, sha: str, query: str) -> None:
-        if len(query) > _MAX_STORED_QUERY:
+        if len(query) > _MAX_STORED_QUERY or sha in self._known:
             return
         self._known[sha] = query
-        self._known.move_to_end(sha)
-        while len(self._known) > self.cache_size:
-            self._known.popitem(last=False)
+        self._known_bytes += len(query)
+        while len(self._known) > self.cache_size or self._known_bytes > APQ_CACHE_BYTES:
+            _, dropped = self._known.popitem(last=False)
+            self._known_bytes -= len(dropped)
 
     def _lookup(self, sha: str, roles: frozenset[str]) -> str:
         if self.allowlist is not None:

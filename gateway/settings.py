@@ -48,7 +48,7 @@ class Settings:
     graphiql: bool = True
     introspection: bool = True
     max_first: int = 100  # the largest `first` a list argument accepts
-    document_cache_size: int = 1000
+    document_cache_bytes: int = 1_048_576  # text of the valid documents kept parsed (schema/documents.py)
 
     # Hostile and bad requests (gateway/http.py, gateway/limits.py, gateway/ratelimit.py,
     # gateway/persisted.py). Every limit is checked before anything runs.
@@ -56,6 +56,9 @@ class Settings:
     max_depth: int = 12  # field nesting; introspection subtrees not counted
     max_aliases: int = 50  # aliased fields in the operation
     max_tokens: int = 5000  # lexical tokens in the document (enforced while parsing)
+    max_selections: int = 2000  # fields selected, fragments expanded, n repeats of a name weighing n²
+    anonymous_max_tokens: int = 100  # without a valid token: { __typename }-sized documents only
+    anonymous_max_selections: int = 20
     max_cost: int = 50_000  # see README "Limits": list fields multiply by their `first`
     max_cost_per_role: Mapping[str, int] = field(default_factory=dict)  # role → max cost
     cost_list_size: int = 10  # what a list field without `first` is assumed to return
@@ -194,7 +197,17 @@ def _check_request_limits(settings: Settings) -> None:
         raise SettingsError("persisted_queries: expected 'off', 'apq' or 'allowlist'")
     if settings.persisted_queries == "allowlist" and not settings.allowlist_file:
         raise SettingsError("persisted_queries = 'allowlist' needs allowlist_file (CG_ALLOWLIST_FILE)")
-    for name in ("max_body_bytes", "max_depth", "max_aliases", "max_tokens", "max_cost", "apq_cache_size"):
+    for name in (
+        "max_body_bytes",
+        "max_depth",
+        "max_aliases",
+        "max_tokens",
+        "max_selections",
+        "anonymous_max_tokens",
+        "anonymous_max_selections",
+        "max_cost",
+        "apq_cache_size",
+    ):
         if getattr(settings, name) < 1:
             raise SettingsError(f"{name}: must be at least 1")
     for name in ("cost_list_size", "rate_limit_per_minute", "rate_limit_burst"):

@@ -8,7 +8,7 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import ParserCache, SchemaExtension
+from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
@@ -16,7 +16,7 @@ from strawberry.types import ExecutionContext
 from .access import AccessMutation, AccessQuery
 from .context import RequestContext
 from .customer import Customer
-from .documents import DocumentMemo, ValidationMemo
+from .documents import CachedDocuments, DocumentCache, Precheck
 from .errors import is_internal
 from .fastpath import direct_resolvers
 from .live import AuditStream, StreamErrors, Subscription
@@ -27,7 +27,7 @@ from .scalars import SCALAR_MAP
 
 log = logging.getLogger("customer_graph.schema")
 
-__all__ = ["GraphSchema", "build_schema"]
+__all__ = ["DocumentCache", "GraphSchema", "build_schema"]
 
 
 class GraphSchema(strawberry.Schema):
@@ -57,9 +57,15 @@ class OperationFacts(SchemaExtension):
         yield
 
 
-def build_schema(*, document_cache_size: int = 1000, extensions: list[Any] | None = None) -> GraphSchema:
-    """The schema, with parsed and validated documents cached across requests."""
-    validated: DocumentMemo[list[GraphQLError]] = DocumentMemo(document_cache_size)
+def build_schema(
+    *,
+    document_cache: DocumentCache | None = None,
+    precheck: Precheck | None = None,
+    extensions: list[Any] | None = None,
+) -> GraphSchema:
+    """The schema, with valid documents cached across requests (``schema/documents.py``) and
+    ``precheck`` bounding a new document's work before it is validated."""
+    cache = document_cache if document_cache is not None else DocumentCache(1 << 20)
     schema = GraphSchema(
         query=merge_types("Query", (Query, PoolQuery, AccessQuery)),
         mutation=merge_types("Mutation", (Mutation, PoolMutation, AccessMutation)),
@@ -67,8 +73,7 @@ def build_schema(*, document_cache_size: int = 1000, extensions: list[Any] | Non
         types=[Customer],
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
         extensions=[
-            lambda: ParserCache(maxsize=document_cache_size),
-            lambda: ValidationMemo(validated),
+            lambda: CachedDocuments(cache, precheck),
             AuditStream,  # WebSocket results: audited before they are sent
             StreamErrors,  # WebSocket results: errors in the documented shape
             OperationFacts,

@@ -158,7 +158,9 @@ def test_a_document_is_measured_once_and_compared_per_request(monkeypatch: pytes
 
     monkeypatch.setattr(limits_module, "measure_operation", counting)
     rl = limits(max_cost=100, max_cost_per_role={"service_app": 10_000})
-    doc = parse("query($n: Int) { customers(first: $n) { nodes { name } } }")
+    text = "query($n: Int) { customers(first: $n) { nodes { name } } }"
+    doc = parse(text)
+    rl.documents.put(text, doc)  # a valid document, cached (schema/documents.py)
     outcomes = [
         rl.check(SCHEMA, doc, None, {"n": 10}, frozenset({"sales_rep"})),
         rl.check(SCHEMA, doc, None, {"n": 90}, frozenset({"sales_rep"})),
@@ -169,21 +171,21 @@ def test_a_document_is_measured_once_and_compared_per_request(monkeypatch: pytes
     assert calls == [None]
 
 
-def test_the_measure_cache_is_bounded_and_keyed_by_the_document_itself() -> None:
-    rl = limits(document_cache_size=2)
-    docs = [parse("{ viewer { id } }") for _ in range(3)]  # equal text, distinct documents
-    for doc in docs:
-        rl.measure(SCHEMA, doc, None)
-    assert len(rl._measures) == 2
-    assert rl._measures.get(docs[0]) is None  # the oldest went first
-    assert all(rl._measures.get(doc) is not None for doc in docs[1:])
+def test_measures_are_kept_with_cached_documents_only() -> None:
+    rl = limits()
+    cached, other = parse("{ viewer { id } }"), parse("{ viewer { id } }")  # equal text, distinct documents
+    rl.documents.put("{ viewer { id } }", cached)
+    rl.measure(SCHEMA, cached, None)
+    rl.measure(SCHEMA, other, None)
+    assert rl.documents.memo(cached) == {"measures": {None: rl.measure(SCHEMA, cached, None)}}
+    assert rl.documents.memo(other) is None  # measured for its request, kept nowhere
 
 
 def test_checking_a_cached_document_is_cheap() -> None:
     rl = limits()
-    doc = parse(
-        "query($id: ID!) { customer(id: $id) { name orders(first: 5) { orderNo total { amount } } } }"
-    )
+    text = "query($id: ID!) { customer(id: $id) { name orders(first: 5) { orderNo total { amount } } } }"
+    doc = parse(text)
+    rl.documents.put(text, doc)
     roles = frozenset({"sales_rep"})
     rl.check(SCHEMA, doc, None, {"id": "x"}, roles)
     rounds = 20_000

@@ -16,7 +16,11 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, cast
 
 import jwt
+import orjson
 from graphql import GraphQLError, GraphQLSyntaxError, OperationType, get_operation_ast, parse
+from starlette.websockets import WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
@@ -33,7 +37,19 @@ from ..auth import AuthError
 if TYPE_CHECKING:
     from ..app import Gateway
 
-__all__ = ["LiveTransportWSHandler", "live_context", "on_connect"]
+__all__ = ["LiveTransportWSHandler", "TextFrames", "live_context", "on_connect"]
+
+
+class TextFrames(ASGIWebSocketAdapter):
+    """graphql-transport-ws messages are JSON in *text* frames: graphql-ws (Node), gql (Python) and
+    GraphiQL refuse binary ones (the HTTP view's encoder gives bytes, which strawberry sends as such)."""
+
+    async def send_json(self, message: Any) -> None:
+        try:
+            await self.ws.send_text(orjson.dumps(message).decode())
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
+
 
 _OPERATION: contextvars.ContextVar[LiveContext | None] = contextvars.ContextVar(
     "customer_graph_ws_operation", default=None

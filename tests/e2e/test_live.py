@@ -140,7 +140,10 @@ class Socket:
 
     async def receive(self, timeout: float = 5.0) -> dict[str, Any]:
         while True:
-            message: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+            frame = await asyncio.wait_for(self.ws.recv(), timeout)
+            # graphql-transport-ws is JSON in text frames: standard clients refuse binary ones
+            assert isinstance(frame, str), "the gateway sent a binary frame"
+            message: dict[str, Any] = json.loads(frame)
             if message["type"] == "ping":
                 await self.ws.send(json.dumps({"type": "pong"}))
                 continue
