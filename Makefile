@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench install clean
+.PHONY: demo test lint typecheck bench install clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,26 @@ $(AUDIT_STAMP): $(AUDIT)/package.json $(AUDIT)/package-lock.json
 		npm ci --prefix $(AUDIT) --no-audit --no-fund --loglevel=error; \
 	else echo "npm not found: the graphql-http audit will be skipped"; fi
 
-install: $(STAMP) $(AUDIT_STAMP)
+# The real clients' npm packages (Apollo Client, graphql-ws: tests/e2e/test_real_clients.py).
+CLIENTS       := tests/clients
+CLIENTS_STAMP := $(CLIENTS)/node_modules/.package-lock.json
+
+$(CLIENTS_STAMP): $(CLIENTS)/package.json $(CLIENTS)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(CLIENTS) --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the Apollo Client tests will be skipped"; fi
+
+# Debian's Chromium for the GraphiQL browser test (tests/e2e/test_graphiql_browser.py); playwright
+# drives it (it never downloads a browser). Installed when missing and this user may use apt-get.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x "$(CHROMIUM)" ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium for the GraphiQL browser test"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+			|| echo "could not install chromium: the browser test will be skipped"; \
+	fi
+
+install: $(STAMP) $(AUDIT_STAMP) $(CLIENTS_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/customer-graph demo $(ARGS)
@@ -33,7 +52,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy gateway connectors schema policies demo bench
 
-test: $(STAMP) $(AUDIT_STAMP) lint typecheck
+test: $(STAMP) $(AUDIT_STAMP) $(CLIENTS_STAMP) browser lint typecheck
 	$(BIN)/pytest -q
 
 # The benchmark also needs matplotlib (the latency plot): the optional group "bench".

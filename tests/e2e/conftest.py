@@ -110,3 +110,7 @@ async def graph(systems: DemoSystems) -> AsyncIterator[Graph]:
 
 def customer_id(account_no: str) -> str:
     return base64.urlsafe_b64encode(f"Customer:{account_no}".encode()).decode().rstrip("=")
+
+
+# A running gateway over in-memory demo systems (tests/e2e/running.py), one per test module.
+from .running import live, quiet  # noqa: E402, F401

@@ -29,7 +29,7 @@
   }
 
   function Page() {
-    const [query, setQuery] = React.useState(parameters.get("query") || EXAMPLE_QUERY);
+    const [query, setQuery] = React.useState(parameters.get("q") || EXAMPLE_QUERY);
     const [variables, setVariables] = React.useState(parameters.get("variables") || undefined);
     return React.createElement(GraphiQL, {
       fetcher: fetcher,
@@ -37,7 +37,7 @@
       plugins: [GraphiQLPluginExplorer.explorerPlugin()],
       query: query,
       variables: variables,
-      onEditQuery: function (text) { setQuery(text); remember("query", text); },
+      onEditQuery: function (text) { setQuery(text); remember("q", text); },
       onEditVariables: function (text) { setVariables(text); remember("variables", text); },
       inputValueDeprecation: true,
       isHeadersEditorEnabled: true,
