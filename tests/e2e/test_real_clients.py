@@ -159,3 +159,57 @@ async def test_apollo_client_with_persisted_queries_and_graphql_ws(live: Live) -
         if process.returncode is None:
             process.kill()
         await process.wait()
+
+
+# --- the README's snippets, as pasted (only the gateway's address differs) ----------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _snippet(language: str, marker: str) -> str:
+    blocks = README.read_text(encoding="utf-8").split("```" + language + "\n")[1:]
+    [block] = [b.split("```", 1)[0] for b in blocks if marker in b]
+    return block
+
+
+async def test_the_readmes_gql_snippet_works_as_pasted(live: Live) -> None:
+    code = _snippet("python", "TransportQueryError").replace("127.0.0.1:8000", live.ws_url.split("/")[2])
+    printed: list[Any] = []
+    namespace: dict[str, Any] = {
+        "token": token(["sales_rep"], live.rep),
+        "customer_id": customer_id(live.pool),
+    }
+    body = "\n".join("    " + line for line in code.splitlines())
+    exec(f"async def snippet(print):\n{body}\n    return data, errors\n", namespace)
+    await until(lambda: live.gateway.live.bus.subscribers == 0)
+    running = asyncio.ensure_future(namespace["snippet"](printed.append))
+    await subscribed(live, 1)
+    await patch(live, live.pool, title="Procurement lead (README gql)")
+    data, errors = await asyncio.wait_for(running, 10)
+    assert "*" in data["customer"]["phone"] and data["customer"]["orders"] is None
+    assert errors[0]["extensions"]["code"] == "FORBIDDEN"
+    assert printed == [{"kind": "ACCOUNT_UPDATED", "customer": {"title": "Procurement lead (README gql)"}}]
+
+
+async def test_the_readmes_apollo_snippet_works_as_pasted(live: Live, tmp_path: Path) -> None:
+    node = _node()
+    code = _snippet("js", "ApolloClient").replace("127.0.0.1:8000", live.ws_url.split("/")[2])
+    script = CLIENTS / f"readme-{os.getpid()}.mjs"  # beside node_modules, so the imports resolve
+    script.write_text(
+        f"const token = {json.dumps(token(['sales_rep'], live.rep))};\n"
+        f"const id = {json.dumps(customer_id(live.pool))};\n"
+        + code
+        + "\nconsole.log(JSON.stringify({ data, codes: error.errors.map((e) => e.extensions.code) }));\n"
+        + "process.exit(0);\n"
+    )
+    try:
+        done = await asyncio.create_subprocess_exec(
+            node, str(script), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(done.communicate(), 30)
+    finally:
+        script.unlink()
+    assert done.returncode == 0, err.decode()
+    answer = json.loads(out)
+    assert "*" in answer["data"]["customer"]["phone"] and answer["data"]["customer"]["orders"] is None
+    assert answer["codes"] == ["FORBIDDEN"]
