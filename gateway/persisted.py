@@ -118,7 +118,7 @@ def _parse_allowlist(data: Any) -> dict[str, AllowedOperation]:
     operations: dict[str, AllowedOperation] = {}
     for key, value in raw:
         sha = str(key).strip().lower()
-        if not _HASH.match(sha):
+        if not _HASH.fullmatch(sha):
             raise ValueError(f"{key!r} is not a sha256 hash (64 hex digits)")
         name: Any = None
         query: Any = None
@@ -234,6 +234,6 @@ def _requested_hash(persisted: Any) -> str:
     if type(version) is not int or version != 1:
         raise BadUserInput("Unsupported persisted query version")
     sha = persisted.get("sha256Hash")
-    if not isinstance(sha, str) or not _HASH.match(sha.lower()):
+    if not isinstance(sha, str) or not _HASH.fullmatch(sha.lower()):
         raise BadUserInput("extensions.persistedQuery.sha256Hash must be a sha256 hash (64 hex digits)")
     return sha.lower()

@@ -276,7 +276,7 @@ class _Reader:
             self.error(node, "roles: no role is defined")
         rules = ", ".join(sorted(ROW_RULES))
         for name, key_node, value_node in entries:
-            if not _ROLE_NAME.match(name):
+            if not _ROLE_NAME.fullmatch(name):
                 self.error(key_node, f'role name "{name}" may hold only letters, digits, _ and -')
             what = f"role {name}"
             body = self.keys(self.mapping(value_node, what), what, ("rows", "identity_only", "description"))
@@ -685,7 +685,7 @@ class _Reader:
         value = self.scalar(body["max_ttl"], "access_requests.max_ttl")
         if value is None:
             return None, self.source(node)
-        match = _DURATION.match(value)
+        match = _DURATION.fullmatch(value)
         if match is None or int(match.group(1)) == 0:
             self.error(
                 body["max_ttl"],

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from connectors.models import Account, AccountPage, System
 from .errors import BadUserInput
 from .loaders import Loaders
 
+_OFFSETS = re.compile(r"[0-9]{1,9}(,[0-9]{1,9})*")
 MAX_PER_PAGE = 200
 MAX_SCAN_PAGES = 10
 SELECT_CHUNK = 100  # accounts per ``select`` call
@@ -69,6 +71,8 @@ def encode_cursor(offsets: list[int]) -> str:
 def decode_cursor(cursor: str, streams: int) -> list[int]:
     try:
         kind, _, body = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
+        if not _OFFSETS.fullmatch(body):
+            raise ValueError(body)
         offsets = [int(part) for part in body.split(",")]
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise BadUserInput("'after' is not a cursor from this connection.") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import cast
+from typing import Annotated, cast
 
 import strawberry
 
@@ -17,7 +17,7 @@ from .customer import Customer, Node
 from .dormancy import dormancy_select
 from .enums import CustomerStatus, Region
 from .errors import BadUserInput
-from .ids import customer_key, decode_id
+from .ids import account_key, customer_key, decode_id
 from .loaders import let_loads_start
 from .paging import Page, Predicate, Stream, decode_cursor, fetch_page
 from .selection import selected_field_names
@@ -235,9 +235,21 @@ def _visible_match(guard: Guard, search: str) -> Predicate:
 
 @strawberry.type
 class Query:
-    @strawberry.field(description="A customer by id; null when unknown or outside the caller's rows.")
-    async def customer(self, info: strawberry.Info, id: strawberry.ID) -> Customer | None:
-        return await _customer(info, customer_key(id))
+    @strawberry.field(
+        description="A customer by its id, or by the sales system's account number (give exactly one); "
+        "null when unknown or outside the caller's rows — the same rows and policy either way."
+    )
+    async def customer(
+        self,
+        info: strawberry.Info,
+        id: strawberry.ID | None = None,
+        account_no: Annotated[
+            str | None, strawberry.argument(description="The account number the departments use: `A100001`.")
+        ] = None,
+    ) -> Customer | None:
+        if (id is None) == (account_no is None):
+            raise BadUserInput("Give exactly one of 'id' and 'accountNo'.")
+        return await _customer(info, customer_key(id) if id is not None else account_key(account_no or ""))
 
     @strawberry.field(description="Customers, in account-number order (Relay connection).")
     async def customers(

@@ -63,7 +63,7 @@ def verify(source: str, secret: str, body: bytes, given: str | None) -> bool:
 
 def _text(data: Mapping[str, Any], name: str, pattern: re.Pattern[str] = _TOKEN) -> str:
     value = data.get(name)
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise BadEvent(f"'{name}' is missing or malformed")
     return value
 

@@ -140,7 +140,7 @@ class Database:
             query_schema = self.url.query["schema"]
             schema = schema or (query_schema if isinstance(query_schema, str) else query_schema[-1])
             self.url = self.url.difference_update_query(["schema"])
-        if schema is not None and not _SCHEMA_NAME.match(schema):
+        if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
             raise DatabaseConfigError(f"bad schema name {schema!r}")
         if schema is not None and self.dialect != "postgresql":
             raise DatabaseConfigError("a schema can only be chosen on PostgreSQL")
