@@ -139,6 +139,9 @@ def _principal(claims: dict[str, object]) -> Principal:
         raise AuthError(f"the token's claims are not usable: {exc}") from None
 
 
+DEV_TOKEN_HOURS = 12.0  # the lifetime of dev tokens (customer-graph token, the demo's printed ones)
+
+
 def issue_token(
     secret: str,
     *,

@@ -1,4 +1,8 @@
-"""``customer-graph``: serve the gateway, run the whole demo, mint dev tokens, print the schema."""
+"""``customer-graph``: serve the gateway, mint dev tokens, print the schema, run the operators' tasks.
+
+Other packages add sub-commands through the entry point group ``customer_graph.commands`` (a
+function that gets the sub-parsers): the demo's ``customer-graph demo`` comes from ``demo/`` that
+way, so the product never imports the demo."""
 
 from __future__ import annotations
 
@@ -6,9 +10,14 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
 
+from .auth import DEV_TOKEN_HOURS
 from .observability import configure_logging
 from .settings import SettingsError, load_settings
+
+DEMO_ENV = Path("var") / "demo.env"  # written by ``customer-graph demo`` (its secret, for more tokens)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -19,6 +28,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.config:
         os.environ["CG_CONFIG"] = args.config  # the workers read the same file
+    if args.host:
+        os.environ["CG_HOST"] = args.host  # the workers read the environment
+    if args.port:
+        os.environ["CG_PORT"] = str(args.port)
     settings = load_settings()
     Authenticator(settings)  # refuse to start without a way to check tokens
     if args.workers > 1:
@@ -48,7 +61,13 @@ def cmd_token(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     secret = settings.jwt_secret
     if not secret:
-        print("customer-graph token: set CG_JWT_SECRET (or jwt_secret in the config file)", file=sys.stderr)
+        hint = (
+            " (a running demo's: customer-graph --env-file var/demo.env token …)" if DEMO_ENV.exists() else ""
+        )
+        print(
+            f"customer-graph token: set CG_JWT_SECRET (or jwt_secret in the config file){hint}",
+            file=sys.stderr,
+        )
         return 2
     token = issue_token(
         secret,
@@ -69,12 +88,6 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
     print(build_schema().as_str())
     return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    return run_demo(customers=args.customers, seed=args.seed, port=args.port, config=args.config)
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
@@ -105,6 +118,11 @@ def cmd_db(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="customer-graph", description=__doc__)
     parser.add_argument("--config", help="TOML config file (default: $CG_CONFIG); CG_* variables win")
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        help="read CG_* variables from this file first (KEY=VALUE lines), e.g. var/demo.env",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway against the configured systems")
@@ -114,20 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="processes (each has its own cache; set CG_REDIS_URL to share invalidations)",
     )
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1 or CG_HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8000 or CG_PORT)")
     serve.set_defaults(func=cmd_serve)
-
-    demo = sub.add_parser("demo", help="start the demo systems and the gateway, print URL and tokens")
-    demo.add_argument("--customers", type=int, default=2000)
-    demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--port", type=int, default=None, help="gateway port (default 8000 or CG_PORT)")
-    demo.set_defaults(func=cmd_demo)
 
     token = sub.add_parser("token", help="print a dev token signed with the configured secret")
     token.add_argument("--sub", required=True, help="user id, e.g. u-1021")
     token.add_argument("--role", action="append", required=True, help="a role; repeat for several")
     token.add_argument("--region", help="region claim for regional roles")
     token.add_argument("--name", help="display name")
-    token.add_argument("--hours", type=float, default=12.0, help="lifetime (default 12)")
+    token.add_argument(
+        "--hours", type=float, default=DEV_TOKEN_HOURS, help=f"lifetime (default {DEV_TOKEN_HOURS:g})"
+    )
     token.set_defaults(func=cmd_token)
 
     schema = sub.add_parser("schema", help="print the GraphQL SDL")
@@ -164,12 +180,28 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["upgrade"])
     db.add_argument("args", nargs=argparse.REMAINDER)
     db.set_defaults(func=cmd_db)
+    for plugin in entry_points(group="customer_graph.commands"):
+        plugin.load()(sub)
     return parser
+
+
+def load_env_file(path: Path) -> None:
+    """``KEY=VALUE`` lines (``#`` comments) into the environment; variables already set (non-empty) win."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key and not key.startswith("#") and not os.environ.get(key.strip()):
+            os.environ[key.strip()] = value.strip()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(os.environ.get("CG_LOG_LEVEL", "INFO"))
     args = build_parser().parse_args(argv)
+    if args.env_file is not None:
+        try:
+            load_env_file(args.env_file)
+        except OSError as exc:
+            print(f"customer-graph: cannot read {args.env_file}: {exc.strerror}", file=sys.stderr)
+            return 2
     try:
         return int(args.func(args))
     except SettingsError as exc:
