@@ -282,7 +282,9 @@ class GraphQLOverHTTP(GraphQL[RequestContext, None]):
         roles = principal.roles if principal is not None else frozenset()
         try:
             resolved = self.gateway.persisted.resolve(operation.query, operation.extensions, roles)
+            request.state.apq = resolved.apq
         except (PersistedQueryNotFound, PersistedQueryNotSupported) as exc:
+            request.state.apq = "miss" if isinstance(exc, PersistedQueryNotFound) else "unsupported"
             # Apollo clients read these from a 200 answer (a 4xx would make them give up on APQ).
             raise RequestError(exc, status=200, json_status=200) from None
         except GraphError as exc:
@@ -316,6 +318,7 @@ class GraphQLOverHTTP(GraphQL[RequestContext, None]):
         except MissingQueryError:
             raise RequestError.malformed("The request has no `query` (a GraphQL document).") from None
 
+        request.state.operation = context.operation_name or operation.operation_name
         request_error = _is_request_error(result)
         if request_error:
             self.gateway.limits.mark_token_errors(result.errors, anonymous=principal is None)

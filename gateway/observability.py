@@ -126,7 +126,7 @@ class Metrics:
     - ``cg_limit_rejections_total{limit}``, ``cg_cache_total{resource,result}``
     """
 
-    def __init__(self, *, max_operations: int = 200, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, *, max_operations: int = 100, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -196,9 +196,13 @@ class Metrics:
                     yield
                 finally:
                     context = self.execution_context
-                    metrics.observe_request(
-                        _operation_name(context), _outcome(context), time.perf_counter() - started
-                    )
+                    outcome = _outcome(context)
+                    # A name becomes a label only for a valid operation of a caller with a token: an
+                    # anonymous or invalid request cannot take one of the bounded label slots.
+                    caller = getattr(context.context, "principal", None)
+                    labelled = caller is not None and outcome != "invalid"
+                    name = _operation_name(context) if labelled else None
+                    metrics.observe_request(name, outcome, time.perf_counter() - started)
 
         return RequestMetrics
 
@@ -328,6 +332,7 @@ LOG_FIELDS: Final = (
     "limit",
     "count",
     "graphql_path",
+    "apq",
 )
 
 
@@ -461,14 +466,17 @@ class RequestIdMiddleware:
         finally:
             route = inner.get("route")
             path = getattr(route, "path", None)
-            self.log.log(
-                logging.ERROR if status >= 500 else logging.INFO,
-                "request",
-                extra={
-                    "method": scope.get("method", "WS") if kind == "http" else "WS",
-                    "path": path if isinstance(path, str) else "unmatched",
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                },
-            )
+            extra: dict[str, object] = {
+                "method": scope.get("method", "WS") if kind == "http" else "WS",
+                "path": path if isinstance(path, str) else "unmatched",
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            }
+            state = inner.get("state") or {}
+            operation = state.get("operation")
+            if isinstance(operation, str):  # a GraphQL name (a plain identifier), never a value
+                extra["operation"] = operation if _OPERATION.fullmatch(operation) else "other"
+            if state.get("apq"):
+                extra["apq"] = state["apq"]  # hit | miss | registered | unsupported
+            self.log.log(logging.ERROR if status >= 500 else logging.INFO, "request", extra=extra)
             request_id_var.reset(token)

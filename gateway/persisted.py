@@ -154,6 +154,7 @@ class Resolved:
 
     query: str | None
     register: str | None = None
+    apq: str | None = None  # for the request log: "hit", "registered" (hash and query) or None
 
 
 APQ_CACHE_BYTES = 4 << 20  # query text remembered for APQ, whatever the entry count
@@ -183,6 +184,7 @@ class PersistedQueries:
         persisted = extensions.get("persistedQuery") if extensions else None
         sha: str | None = None
         register: str | None = None
+        outcome: str | None = None
         if persisted is not None:
             if self.mode == "off":
                 if query is None:
@@ -191,14 +193,16 @@ class PersistedQueries:
                 sha = _requested_hash(persisted)
                 if query is None:
                     query = self._lookup(sha, roles)
+                    outcome = "hit"
                 else:
+                    outcome = "registered"
                     if query_hash(query) != sha:
                         raise BadUserInput("provided sha does not match query")
                     if sha not in self._known:
                         register = sha
         if self.mode == "allowlist" and query is not None:
             self._check_allowed(sha or query_hash(query), roles)
-        return Resolved(query=query, register=register)
+        return Resolved(query=query, register=register, apq=outcome if persisted is not None else None)
 
     def remember(self, sha: str, query: str) -> None:
         if len(query) > _MAX_STORED_QUERY or sha in self._known:
