@@ -107,7 +107,10 @@ class CustomerConnection:
     edges: list[CustomerEdge]
     page_info: PageInfo
     total_count: int | None = strawberry.field(
-        description="Customers matching the filter; null when the gateway had to filter itself."
+        description="Customers matching the filter. Null when the sales system cannot count them and the "
+        "gateway filters while paging: `inPool: false` over a region or over every customer (the sales "
+        'API cannot ask for "owned"), `dormant`, and a `search` where the caller sees contact names or '
+        "e-mails masked (it matches only what the caller sees in clear). Page on with `endCursor`."
     )
 
     @strawberry.field(description="The edges' nodes, for callers that do not need cursors.")
@@ -195,7 +198,7 @@ def _narrowed(guard: Guard, stream: Stream, search: str | None, owned_only: bool
     *without* ``q`` and matched here on what the caller sees in clear: a ``q`` upstream would make the
     offsets in the cursor, ``hasNextPage`` and the scan's length depend on matches in values the caller
     sees masked or not at all (probing with guesses would recover a masked e-mail)."""
-    keep = _owned if owned_only else None
+    keep = _owned if owned_only and stream.owner_id is None else None  # an owner's stream is all owned
     if search is None:
         return replace(stream, keep=keep)
     clear = all(

@@ -136,7 +136,12 @@ async def test_graphiql_runs_customer_360_and_a_subscription_offline(live: Live,
     assert "***@" in shown and "*******" in shown  # the rep's masks: e-mail and phone
     assert '"orders": null' in shown and "FORBIDDEN" in shown
 
-    # The subscription, typed over the query, with the same token and variables.
+    # The explorer plugin opens beside the editor.
+    await browser.page.get_by_role("button", name="Show GraphiQL Explorer").click()  # type: ignore[attr-defined]
+    await browser.page.get_by_text("Explorer", exact=True).first.wait_for(timeout=5_000)  # type: ignore[attr-defined]
+    await _shot(browser, "graphiql-explorer.png")
+
+    # The demo's subscription recipe, typed over the query, with the same token.
     editor = browser.page.locator(".graphiql-query-editor .CodeMirror")  # type: ignore[attr-defined]
     await editor.click()
     await browser.page.keyboard.press("Control+A")  # type: ignore[attr-defined]

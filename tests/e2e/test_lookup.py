@@ -89,3 +89,21 @@ async def test_a_cursor_with_a_trailing_newline_is_refused(graph: Graph) -> None
         roles=["finance"],
     )
     assert result["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_a_reps_owned_customers_are_counted(
+    graph: Graph, systems: DemoSystems, examples: DemoExamples
+) -> None:
+    owned = httpx.get(
+        systems.sales_url + "/api/v1/accounts",
+        params={"per_page": 1, "owner_id": examples.rep},
+        headers=systems.auth_headers("sales"),
+    ).json()["meta"]["total"]
+    result = await graph.query(
+        "{ customers(first: 5, filter: {inPool: false}) { totalCount edges { node { owner { userId } } } } }",
+        roles=["sales_rep"],
+        sub=examples.rep,
+    )
+    connection = result["data"]["customers"]
+    assert connection["totalCount"] == owned > 0
+    assert {e["node"]["owner"]["userId"] for e in connection["edges"]} == {examples.rep}
