@@ -86,10 +86,6 @@ _FIELDS: tuple[FieldSpec, ...] = (
         mask="taxId",
     ),
     _f("Contract.partyName", "scalar", "party_name", "the party's name", parent="contracts"),
-    # The helpdesk's requester record of the customer (however the schema reaches it).
-    _f("Requester.email", "scalar", "email", "requester's e-mail", mask="email"),
-    _f("Requester.phone", "scalar", "phone", "requester's phone", mask="phone"),
-    _f("Requester.displayName", "scalar", "display_name", "requester's display name"),
 )
 
 FIELDS: Mapping[str, FieldSpec] = MappingProxyType({f.name: f for f in _FIELDS})

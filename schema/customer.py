@@ -42,6 +42,9 @@ class Node:
     id: strawberry.ID
 
 
+_NOTHING_RATED = models.Satisfaction(email="", rated=0, average=None, last_rated_at=None)
+
+
 @strawberry.type(description="A customer: the sales account, with its support and contract history.")
 class Customer(Node):
     account_no: str
@@ -181,8 +184,8 @@ class Customer(Node):
         context = _context(info)
         self._relation(context, "satisfaction")
         email = self.account.email
-        if email is None:
-            return None
+        if email is None:  # no e-mail, so no ticket the helpdesk could file under it: nothing rated
+            return _NOTHING_RATED
         return context.loaders.satisfaction.get(email)
 
     # --- contracts -----------------------------------------------------------------------------

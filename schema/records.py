@@ -22,6 +22,7 @@ from .enums import (
     OpportunityStage,
     OrderStatus,
     PaymentMethod,
+    Region,
     SalesRole,
     TicketCategory,
     TicketChannel,
@@ -111,7 +112,7 @@ class SalesUser:
     user_id: str
     name: str
     email: str | None
-    region: str | None
+    region: Region | None  # graph.md: enum values upper-cased, like Customer.region
     role: SalesRole
 
 

@@ -190,7 +190,7 @@ class AccessRequests:
             raise _fail("BAD_USER_INPUT", f"fields: at most {MAX_FIELDS} fields per request")
         view = policy.view(principal, account)
         if not view.visible:
-            raise _fail("NOT_FOUND", "customer not found")
+            raise _fail("NOT_FOUND", "No such customer.")  # the same words as for an unknown customer
         for name in names:
             if name not in FIELDS:
                 raise _fail("BAD_USER_INPUT", f"fields: unknown field {name[:64]!r}")
@@ -292,7 +292,7 @@ class AccessRequests:
                 context,
                 "decideAccessRequest",
                 current.account_no,
-                verdict.message,
+                f"Not allowed: {verdict.rule}.",  # the rule, never the policy file's path
                 {"accessRequestId": current.id},
             )
         if current.status is not AccessRequestStatus.PENDING:

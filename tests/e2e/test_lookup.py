@@ -107,3 +107,72 @@ async def test_a_reps_owned_customers_are_counted(
     connection = result["data"]["customers"]
     assert connection["totalCount"] == owned > 0
     assert {e["node"]["owner"]["userId"] for e in connection["edges"]} == {examples.rep}
+
+
+async def test_contract_conformance_of_sales_users_and_satisfaction(
+    graph: Graph, examples: DemoExamples
+) -> None:
+    """graph.md: enum values upper-cased (``SalesUser.region`` too); a customer without an e-mail has
+    nothing rated (``rated: 0``), not a null that graph.md reserves for denied or failed fields."""
+    owned = await graph.query(
+        "query($id: ID!) { customer(id: $id) { region owner { region } } }",
+        {"id": customer_id(examples.owned)},
+        roles=["data_steward"],
+    )
+    region = owned["data"]["customer"]["owner"]["region"]
+    assert (
+        region is not None
+        and region == region.upper()
+        and region in {"EAST", "NORTH", "SOUTH", "WEST", "CENTRAL"}
+    )
+    no_email = await graph.query(
+        "query($id: ID!) { customer(id: $id) { email satisfaction { rated average lastRatedAt } } }",
+        {"id": customer_id(examples.no_email)},
+        roles=["data_steward"],
+    )
+    assert no_email == {
+        "data": {
+            "customer": {"email": None, "satisfaction": {"rated": 0, "average": None, "lastRatedAt": None}}
+        }
+    }
+
+
+async def test_request_access_says_the_same_for_hidden_and_unknown_customers(
+    graph: Graph, systems: DemoSystems, examples: DemoExamples
+) -> None:
+    [other] = [
+        a["account_no"]
+        for a in httpx.get(
+            systems.sales_url + "/api/v1/accounts",
+            params={"per_page": 200},
+            headers=systems.auth_headers("sales"),
+        ).json()["data"]
+        if a["owner_id"] not in (None, examples.rep)
+    ][:1]
+    mutation = 'mutation($id: ID!) { requestAccess(input: {customerId: $id, fields: ["phone"], reason: "call back"}) { accessRequest { id } } }'
+    answers = [
+        await graph.query(mutation, {"id": customer_id(no)}, roles=["sales_rep"], sub=examples.rep)
+        for no in (other, examples.unknown_account)
+    ]
+    assert answers[0] == answers[1]
+    assert answers[0]["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_a_refusal_names_the_rule_never_a_server_path(graph: Graph, examples: DemoExamples) -> None:
+    asked = await graph.query(
+        'mutation($id: ID!) { requestAccess(input: {customerId: $id, fields: ["phone"], reason: "call back"}) { accessRequest { id } } }',
+        {"id": customer_id(examples.pool)},
+        roles=["sales_rep"],
+        sub=examples.rep,
+    )
+    request_id = asked["data"]["requestAccess"]["accessRequest"]["id"]
+    refused = await graph.query(
+        "mutation($id: ID!) { decideAccessRequest(input: {id: $id, approve: true, ttlHours: 1}) { accessRequest { id } } }",
+        {"id": request_id},
+        roles=["finance"],
+        sub="u-finance-approver",
+    )
+    [error] = refused["errors"]
+    assert error["extensions"]["code"] == "FORBIDDEN"
+    assert "writes.decideAccessRequest" in error["message"]
+    assert ".yaml" not in error["message"] and "/" not in error["message"], error["message"]

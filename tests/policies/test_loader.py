@@ -199,14 +199,30 @@ def test_split_column_for_a_situation_the_role_never_sees(default_text: str) -> 
 
 def test_same_datum_problems(default_text: str) -> None:
     text = edit(default_text, "  Contract.partyTaxId:   taxId", "  Contract.partyTaxId:   phone")
-    text = edit(text, "  Requester.phone:       phone", "  Requester.phone:       phnoe")
+    text = edit(text, "  Contract.partyName:    name", "  Contract.partyName:    nmae")
     found = problems(text)
     assert found[0] == (
         at(text, "Contract.partyTaxId:") + "same_datum: Contract.partyTaxId (masked as taxId) "
         "cannot follow phone (masked as phone): not the same kind of datum"
     )
-    assert found[1].startswith(at(text, "Requester.phone:") + 'unknown field "phnoe"')
+    assert found[1].startswith(at(text, "Contract.partyName:") + 'unknown field "nmae"')
     assert len(found) == 2
+
+
+def test_a_rule_on_a_type_the_graph_does_not_have_is_reported(default_text: str) -> None:
+    """The review found ``Requester.*`` rules for a type the schema never had: such a rule matches
+    nothing, so ``policy check`` reports it instead of accepting a rule that protects nothing."""
+    text = edit(
+        default_text,
+        "  Contract.partyName:    name",
+        "  Contract.partyName:    name\n  Requester.email:       email",
+    )
+    found = problems(text)
+    assert (
+        len(found) == 1
+        and found[0].startswith(at(text, "Requester.email:"))
+        and "Requester.email" in found[0]
+    )
 
 
 def test_write_problems(default_text: str) -> None:
@@ -261,3 +277,17 @@ def test_empty_and_wrong_shapes() -> None:
 def test_wrong_version(default_text: str) -> None:
     text = edit(default_text, "version: 1", "version: 2")
     assert problems(text) == [at(text, "version: 2") + 'version must be 1 (this format), not "2"']
+
+
+def test_every_field_a_policy_may_name_is_in_the_graph() -> None:
+    """The catalogue mirrors the schema: a field the graph does not serve cannot be given a rule."""
+    from graphql import GraphQLObjectType
+
+    from policies.catalogue import FIELDS
+    from schema import build_schema
+
+    graph = build_schema()._schema
+    for name in FIELDS:
+        type_name, _, field = name.rpartition(".")
+        found = graph.get_type(type_name or "Customer")
+        assert isinstance(found, GraphQLObjectType) and field in found.fields, name
