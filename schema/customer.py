@@ -54,8 +54,6 @@ class Customer(Node):
     status: CustomerStatus
     in_pool: bool
     created_at: datetime
-    updated_at: datetime
-    version: int = strawberry.field(description="Increments on every change; send it with a write.")
     account: strawberry.Private[models.Account]
     view: strawberry.Private[CustomerView]
     contact: strawberry.Private[asyncio.Future[datetime | None] | None] = None
@@ -71,8 +69,6 @@ class Customer(Node):
             status=cast(CustomerStatus, account.status),
             in_pool=account.owner_id is None,
             created_at=account.created_at,
-            updated_at=account.updated_at,
-            version=account.version,
             account=account,
             view=view,
         )
@@ -108,6 +104,18 @@ class Customer(Node):
     @strawberry.field(description="Unified social credit code; null for a person.")
     def tax_id(self, info: strawberry.Info) -> str | None:
         return self._scalar(info, "taxId", self.account.tax_id)
+
+    # --- record keeping (policy-controlled: not identity fields) --------------------------------
+
+    @strawberry.field(description="When the sales record last changed.")
+    def updated_at(self, info: strawberry.Info) -> datetime | None:
+        self._relation(_context(info), "updatedAt")
+        return self.account.updated_at
+
+    @strawberry.field(description="Increments on every change; send it with a write.")
+    def version(self, info: strawberry.Info) -> int | None:
+        self._relation(_context(info), "version")
+        return self.account.version
 
     # --- sales ---------------------------------------------------------------------------------
 
@@ -231,6 +239,7 @@ class Customer(Node):
     )
     def recycle_at(self, info: strawberry.Info) -> Resolved[datetime | None]:
         context = _context(info)
+        self._relation(context, "recycleAt")
         pool = context.pool
         if pool is None or self.account.owner_id is None:
             return None

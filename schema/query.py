@@ -36,7 +36,16 @@ _LOADS: dict[str, tuple[tuple[str, str], ...]] = {
     "lastContactAt": (("activities", "account_no"), ("tickets", "email"), ("contracts", "tax_id")),
     "dormant": (("activities", "account_no"), ("tickets", "email"), ("contracts", "tax_id")),
 }
-_POLICED = ("orders", "payments", "opportunities", "activities", "tickets", "satisfaction", "contracts")
+_POLICED = (
+    "orders",
+    "payments",
+    "opportunities",
+    "activities",
+    "tickets",
+    "satisfaction",
+    "contracts",
+    "recycleAt",
+)
 
 
 def start_loads(context: RequestContext, selected: set[str], accounts: Sequence[Account]) -> bool:

@@ -97,11 +97,16 @@ class Oracle:
         owner = None
         if account["owner_id"]:
             [user] = self.get("sales", "/api/v1/users", ids=account["owner_id"])["data"]
-            owner = {**{k: user[k] for k in ("name", "email", "region")}, "userId": user["user_id"]}
+            owner = {**{k: user[k] for k in ("name", "email")}, "userId": user["user_id"]}
             owner["role"] = enum(user["role"])
+            owner["region"] = enum(user["region"]) if user["region"] else None  # graph.md: enums upper-cased
         email = account["email"].strip().lower() if account["email"] else None
         tickets = self.tickets(email) if email else []
-        satisfaction = None
+        satisfaction: dict[str, Any] | None = {
+            "rated": 0,
+            "average": None,
+            "lastRatedAt": None,
+        }  # no e-mail: nothing rated
         if email:
             [summary] = self.get("support", "/v2/satisfaction", emails=email)["summaries"]
             average = summary["average"]

@@ -86,9 +86,23 @@ def test_field_table_cell(policy: Policy, field: str, column: str) -> None:
     assert str(view[field]) == SIGNED[(field, column)]
 
 
+# Fields the graph adds beyond policy.md's table: record keeping, which policy.md's "identity fields only"
+# for the auditor leaves out; every other role that sees the row gets them.
+RECORD_KEEPING = ("updatedAt", "version", "recycleAt")
+
+
 def test_every_customer_field_is_in_the_table_or_identity() -> None:
     customer_fields = {name for name in FIELDS if "." not in name}
-    assert customer_fields == {field for field, _ in SIGNED} | set(IDENTITY)
+    assert customer_fields == {field for field, _ in SIGNED} | set(IDENTITY) | set(RECORD_KEEPING)
+
+
+@pytest.mark.parametrize("column", COLUMNS)
+@pytest.mark.parametrize("field", RECORD_KEEPING)
+def test_record_keeping_is_denied_to_the_identity_only_auditor(
+    policy: Policy, field: str, column: str
+) -> None:
+    principal, customer = _caller(column)
+    assert str(policy.view(principal, customer)[field]) == ("deny" if column == "auditor" else "allow")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("column", COLUMNS)
