@@ -130,6 +130,34 @@ class Guard:
         look at personal data even when nothing is served)."""
         self.searches.append((term, tuple(fields)))
 
+    def datum(self, account: Account | None, name: str, value: object) -> object:
+        """A value of customer field ``name`` shown somewhere else (an audit record's before/after):
+        as the caller's decision for that field on that customer shows it — as it is, masked, or
+        ``None`` (the same-datum rule). ``account`` None (no longer known): the strictest decision
+        over the caller's rows. Grants are not applied; nothing is noted."""
+        decision: Decision | None
+        if account is not None:
+            decision = self.policy.view(self.principal, account)[name]
+        else:
+            decision = min(
+                (
+                    self.policy.view(self.principal, probe)[name]
+                    for probe in self._probes()
+                    if self.rows.admits(probe)
+                ),
+                key=lambda d: d.effect,
+                default=None,
+            )
+        if decision is None or decision.effect is Effect.DENY:
+            return None
+        if decision.effect is Effect.MASK:
+            return decision.apply(value) if isinstance(value, str) else None
+        return value
+
+    def _probes(self) -> tuple[_Probe, ...]:
+        sub, mine = self.principal.sub, self.principal.region or ""
+        return tuple(_Probe(o, r) for o in (sub, None, sub + "~other") for r in (mine, mine + "~other"))
+
     def sees_clear(self, account: Account, name: str) -> bool:
         """Is ``name`` of this customer allowed in clear to the caller (ignoring grants)? Decides
         nothing for the request and notes nothing: for matching a search on what the caller sees."""

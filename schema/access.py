@@ -3,6 +3,8 @@ and the audit log, for the roles the policy lets read it."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
@@ -11,6 +13,7 @@ import strawberry
 
 from connectors import models
 from connectors.errors import UpstreamNotFound
+from policies.guard import Guard
 
 from .context import RequestContext
 from .errors import BadUserInput, Conflict, Forbidden, GraphError, NotFound
@@ -235,6 +238,7 @@ class AccessQuery:
             page = await log.query(query, first=first, after=after)
         except InvalidCursor:
             raise BadUserInput("'after' is not a cursor from this list.") from None
+        shown = await _as_the_reader_may_see(context, guard, page.records)
         return AuditRecordConnection(
             nodes=[
                 AuditRecord(
@@ -249,16 +253,78 @@ class AccessQuery:
                     customer_ids=list(r.customer_ids),
                     fields=cast(strawberry.scalars.JSON, dict(r.fields)),
                     grant_id=r.grant_id,
-                    before=r.before,
-                    after=r.after,
-                    detail=cast(strawberry.scalars.JSON, dict(r.detail)) if r.detail is not None else None,
+                    before=before,
+                    after=after,
+                    detail=cast(strawberry.scalars.JSON, detail),
                     hash=r.hash,
                 )
-                for r in page.records
+                for r, (before, after, detail) in zip(page.records, shown, strict=True)
             ],
             has_next_page=page.has_next_page,
             end_cursor=page.end_cursor,
         )
+
+
+# A write record's keys (the connectors' attribute names) → the customer field whose value they carry.
+_DATUM = {
+    "contact_name": "contactName",
+    "title": "title",
+    "email": "email",
+    "phone": "phone",
+    "address": "address",
+    "tax_id": "taxId",
+    "owner_id": "owner",
+    "reason": "owner",  # a release's reason: part of the ownership change
+}
+# Writes whose values all belong to one list field of the customer.
+_DATUM_OF_OPERATION = {"logActivity": "activities", "openTicket": "tickets"}
+
+
+async def _as_the_reader_may_see(
+    context: RequestContext, guard: Guard, records: Sequence[Any]
+) -> list[tuple[Any, Any, dict[str, Any] | None]]:
+    """Each record's before / after / detail with every value as the reader's policy shows that datum
+    on that customer (policy.md, the same datum): a role denied ``phone`` never reads a phone here.
+    A key that carries no known customer field is left out (deny by default); a search term shows
+    only to a reader who sees contact names and e-mails in clear everywhere."""
+    wanted = sorted({r.customer_ids[0] for r in records if (r.before or r.after) and r.customer_ids})
+    found = await asyncio.gather(*(_maybe(context.loaders.account.get(no)) for no in wanted))
+    accounts = dict(zip(wanted, found, strict=True))
+    clear_search = guard.clear_everywhere("email") and guard.clear_everywhere("contactName")
+    shown: list[tuple[Any, Any, dict[str, Any] | None]] = []
+    for record in records:
+        account = accounts.get(record.customer_ids[0]) if record.customer_ids else None
+        operation = str((record.detail or {}).get("operation", ""))
+        detail = dict(record.detail) if record.detail is not None else None
+        if detail is not None and "search" in detail and not clear_search:
+            detail["search"] = "****"
+        shown.append(
+            (
+                _values(guard, account, operation, record.before),
+                _values(guard, account, operation, record.after),
+                detail,
+            )
+        )
+    return shown
+
+
+def _values(guard: Guard, account: models.Account | None, operation: str, given: Any) -> Any:
+    if not isinstance(given, Mapping):
+        return None
+    out: dict[str, Any] = {}
+    for key, value in given.items():
+        datum = _DATUM_OF_OPERATION.get(operation) or _DATUM.get(key)
+        out[key] = guard.datum(account, datum, value) if datum is not None else None
+    return out
+
+
+async def _maybe(found: Any) -> models.Account | None:
+    """The account, or None when it is gone or its system failed (the strictest decision then)."""
+    try:
+        account = await found if isinstance(found, asyncio.Future) else found
+    except Exception:
+        return None
+    return account if isinstance(account, models.Account) else None
 
 
 @strawberry.type
