@@ -249,7 +249,11 @@ class Customer(Node):
             lambda activities: pool.recycle_at(account, activities, now),
         )
 
-    @strawberry.field(description="No contact in the last 365 days.", graphql_type=bool)
+    @strawberry.field(
+        description="No contact in the last 365 days. Null, with UPSTREAM_UNAVAILABLE, when a system "
+        "that could hold a recent contact failed and the others hold none: never a guess.",
+        graphql_type=bool | None,
+    )
     def dormant(self, info: strawberry.Info) -> Resolved[bool]:
         context = _context(info)
         contact = self._last_contact(context)
@@ -261,7 +265,11 @@ class Customer(Node):
         try:
             last = await contact
         except UpstreamError:
+            # A recent contact in the systems that answered decides it (not dormant, whatever the
+            # failed one holds); otherwise the failed system could hold the one recent contact.
             last = await self._last_contact_from_available(context)
+            if _is_dormant(last, context.now):
+                raise
         return _is_dormant(last, context.now)
 
     def _last_contact(self, context: RequestContext) -> asyncio.Future[datetime | None]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -181,3 +182,31 @@ async def test_a_burst_stays_under_the_helpdesks_rate(systems: DemoSystems, exam
             )
         assert all("errors" not in r for r in results)
         assert "429" not in slow_desk.stats("support")["statuses"]
+
+
+async def test_dormant_is_never_guessed_while_the_helpdesk_is_down(
+    graph: Graph, systems: DemoSystems, examples: DemoExamples
+) -> None:
+    """The review: with the helpdesk down a customer became ``dormant: true`` with no error. A recent
+    contact in a system that answered still decides (not dormant); otherwise null and the error."""
+    query = "query($id: ID!) { customer(id: $id) { email dormant lastContactAt activities(first: 1) { occurredAt } } }"
+    healthy = await graph.query(
+        query, {"id": customer_id(examples.dormant)}, roles=["sales_manager", *ALL_SEEING]
+    )
+    assert healthy["data"]["customer"]["dormant"] is True and healthy["data"]["customer"]["email"]
+    active = await graph.query(query, {"id": customer_id(examples.company)}, roles=ALL_SEEING)
+    assert active["data"]["customer"]["dormant"] is False
+
+    systems.set_faults("support", down=True)
+    outage = await graph.query(query, {"id": customer_id(examples.dormant)}, roles=ALL_SEEING)
+    assert outage["data"]["customer"]["dormant"] is None
+    assert outage["data"]["customer"]["lastContactAt"] is None
+    failed = {tuple(e["path"]): e["extensions"] for e in outage["errors"]}
+    assert failed[("customer", "dormant")]["code"] == "UPSTREAM_UNAVAILABLE"
+    assert failed[("customer", "dormant")]["system"] == "support"
+    assert failed[("customer", "lastContactAt")]["code"] == "UPSTREAM_UNAVAILABLE"
+    still = await graph.query(query, {"id": customer_id(examples.company)}, roles=ALL_SEEING)
+    [latest] = still["data"]["customer"]["activities"]
+    age = datetime.now(UTC) - datetime.fromisoformat(latest["occurredAt"].replace("Z", "+00:00"))
+    assert age < timedelta(days=365), "the example company should have a recent activity"
+    assert still["data"]["customer"]["dormant"] is False  # a recent activity decides it without the helpdesk
