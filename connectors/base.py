@@ -77,6 +77,9 @@ DEFAULT_BACKOFF_BASE = 0.05
 DEFAULT_BACKOFF_CAP = 1.0
 DEFAULT_BREAKER_FAILURES = 5
 DEFAULT_BREAKER_COOLDOWN = 10.0
+# A call the gateway gave up on keeps its in-flight slot until the system answers, at most this long
+# (seconds); then its connection is closed and the slot freed.
+ABANDONED_LIMIT = 30.0
 
 # An attempt is not started after a retry wait unless at least this much time is left for it.
 MIN_ATTEMPT_TIME = 0.05
@@ -348,38 +351,51 @@ class Connector:
             else:
                 await slots.acquire()
 
-            # One attempt, bounded by the per-call timeout and the time left.
+            # One attempt, bounded by the per-call timeout and the time left. A caller that gives up
+            # (timeout, deadline, cancellation) does not free the slot while the system still works on
+            # the call: the exchange goes on in the background, holding the slot, until the system
+            # answers or ABANDONED_LIMIT closes the connection, so the system never sees more than
+            # the bound in flight.
             response: httpx.Response | None = None
             lost: UpstreamUnavailable | None = None  # the exchange itself failed
             self.in_flight += 1
+            exchange: asyncio.Future[httpx.Response] | None = None
             try:
                 sent = _clock()
                 budget = per_call if deadline is None else min(per_call, deadline - sent)
                 if budget <= 0:
                     self._observe(resource, "deadline", 0.0, attempt)
                     raise self._out_of_time(error, verdict)
+                limit = max(budget, ABANDONED_LIMIT)
+                if self.tracer is None:
+                    call = self._send(method, path, params=params, json=json, headers=headers, timeout=limit)
+                else:
+                    call = self._traced_send(
+                        resource,
+                        attempt,
+                        method,
+                        path,
+                        params=params,
+                        json=json,
+                        headers=headers,
+                        timeout=limit,
+                    )
+                exchange = asyncio.ensure_future(call)
                 try:
-                    if self.tracer is None:
-                        response = await self._send(
-                            method, path, params=params, json=json, headers=headers, timeout=budget
-                        )
-                    else:
-                        response = await self._traced_send(
-                            resource,
-                            attempt,
-                            method,
-                            path,
-                            params=params,
-                            json=json,
-                            headers=headers,
-                            timeout=budget,
-                        )
+                    async with asyncio.timeout(budget):
+                        response = await asyncio.shield(exchange)
+                except TimeoutError:
+                    lost = UpstreamUnavailable(self.system, "timeout")
+                    self._observe(resource, "timeout", _clock() - sent, attempt)
                 except UpstreamUnavailable as exc:
                     lost = exc
                     self._observe(resource, exc.kind, _clock() - sent, attempt)
             finally:
-                self.in_flight -= 1
-                slots.release()
+                if exchange is not None and not exchange.done():
+                    exchange.add_done_callback(self._release_abandoned)  # the slot is freed there
+                else:
+                    self.in_flight -= 1
+                    slots.release()
 
             # The verdict, and whether (and when) to go again.
             delay: float | None = None
@@ -444,6 +460,13 @@ class Connector:
             return _Failed(UpstreamUnavailable(self.system, "timeout"), None)
         return _Failed(error, verdict)
 
+    def _release_abandoned(self, exchange: asyncio.Future[httpx.Response]) -> None:
+        """A call given up on has ended at the system (answered, or its connection closed)."""
+        self.in_flight -= 1
+        self._slots.release()
+        if not exchange.cancelled():
+            exchange.exception()  # retrieved: an abandoned call's failure is nobody's news
+
     async def _send(
         self,
         method: str,
@@ -476,10 +499,16 @@ class Connector:
                 return response
         except (TimeoutError, httpx.TimeoutException):
             raise UpstreamUnavailable(self.system, "timeout") from None
+        except httpx.LocalProtocolError:
+            # our request could not be sent as asked (a URL or header too long): the caller's input,
+            # never the system's fault, so it does not count toward the breaker
+            raise UpstreamUnavailable(self.system, "bad_request") from None
         except httpx.TransportError:
             raise UpstreamUnavailable(self.system, "unreachable") from None
         except httpx.RequestError:
             raise UpstreamUnavailable(self.system, "bad_response") from None
+        except httpx.InvalidURL:
+            raise UpstreamUnavailable(self.system, "bad_request") from None
 
     async def _traced_send(
         self,
