@@ -35,6 +35,7 @@ from strawberry.types.graphql import OperationType
 from schema.context import RequestContext
 from schema.errors import INTERNAL_MESSAGE, BadUserInput, GraphError, RateLimited, formatted_errors
 
+from .limits import longest_variable
 from .persisted import PersistedQueryNotFound, PersistedQueryNotSupported
 
 if TYPE_CHECKING:
@@ -280,6 +281,11 @@ class GraphQLOverHTTP(GraphQL[RequestContext, None]):
     ) -> Response:
         principal = context.principal
         roles = principal.roles if principal is not None else frozenset()
+        limit = self.gateway.limits.max_string_length
+        too_long = longest_variable(operation.variables, limit) if operation.variables else None
+        if too_long is not None:
+            refusal = BadUserInput(f"Variable '${too_long[:64]}' has a string over {limit} characters.")
+            raise RequestError.graphql(refusal)
         try:
             resolved = self.gateway.persisted.resolve(operation.query, operation.extensions, roles)
             request.state.apq = resolved.apq

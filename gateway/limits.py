@@ -37,7 +37,10 @@ from graphql import (
     IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    StringValueNode,
     VariableNode,
+    Visitor,
+    visit,
 )
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql.type import GraphQLInterfaceType, GraphQLObjectType
@@ -281,6 +284,40 @@ def _introspection_only(document: DocumentNode) -> bool:
     return True
 
 
+def longest_string(document: DocumentNode, limit: int) -> int:
+    """The longest string literal in the document, once the document's text is longer than ``limit``
+    (a shorter document cannot hold a longer string); else 0."""
+    source = document.loc.source.body if document.loc is not None else ""
+    if len(source) <= limit:
+        return 0
+    longest = 0
+
+    class Strings(Visitor):
+        def enter_string_value(self, node: StringValueNode, *_: Any) -> None:
+            nonlocal longest
+            longest = max(longest, len(node.value))
+
+    visit(document, Strings())
+    return longest
+
+
+def longest_variable(value: Any, limit: int, path: str = "") -> str | None:
+    """The path of the first string longer than ``limit`` in a request's variables, or None."""
+    if isinstance(value, str):
+        return path if len(value) > limit else None
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            found = longest_variable(inner, limit, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            found = longest_variable(inner, limit, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
 class _OverBudget(Exception):
     pass
 
@@ -344,6 +381,7 @@ class RequestLimits:
         self.max_aliases = settings.max_aliases
         self.max_tokens = settings.max_tokens
         self.max_selections = settings.max_selections
+        self.max_string_length = settings.max_string_length
         self.anonymous_max_tokens = settings.anonymous_max_tokens
         self.anonymous_max_selections = settings.anonymous_max_selections
         # With introspection on (development), a caller without a token may load the schema (GraphiQL
@@ -390,6 +428,12 @@ class RequestLimits:
         """Before validation: the document's selections, fragments expanded, with ``n`` fields of one
         response name in one selection set weighing ``n²`` (what checking that they merge costs).
         Counting stops at the budget, so the check itself is bounded."""
+        longest = longest_string(document, self.max_string_length)
+        if longest > self.max_string_length:
+            too_long = BadUserInput(
+                f"The document has a string of more than {self.max_string_length} characters, the limit."
+            )
+            return GraphQLError(str(too_long), original_error=too_long)
         anonymous = getattr(context.context, "principal", None) is None
         budget = self.max_selections
         if anonymous and not (self.introspection and _introspection_only(document)):

@@ -59,6 +59,7 @@ class Settings:
     max_selections: int = 2000  # fields selected, fragments expanded, n repeats of a name weighing n²
     anonymous_max_tokens: int = 100  # without a valid token: { __typename }-sized documents only
     anonymous_max_selections: int = 20
+    max_string_length: int = 10_000  # characters of one string in a document or its variables
     max_cost: int = 50_000  # see README "Limits": list fields multiply by their `first`
     max_cost_per_role: Mapping[str, int] = field(default_factory=dict)  # role → max cost
     cost_list_size: int = 10  # what a list field without `first` is assumed to return
@@ -205,6 +206,7 @@ def _check_request_limits(settings: Settings) -> None:
         "max_selections",
         "anonymous_max_tokens",
         "anonymous_max_selections",
+        "max_string_length",
         "max_cost",
         "apq_cache_size",
     ):

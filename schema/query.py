@@ -168,6 +168,9 @@ def row_streams(guard: Guard, filter: CustomerFilter | None) -> tuple[list[Strea
     if filter.owner_id is not None and filter.in_pool:
         raise BadUserInput("'ownerId' and 'inPool: true' exclude each other.")
     search = (filter.search or "").strip() or None
+    if search is not None and len(search) > MAX_SEARCH:
+        # the sales system answers 500 to very long terms: refused here, it never reaches the system
+        raise BadUserInput(f"'search' must be at most {MAX_SEARCH} characters.")
     base = Stream(
         region=filter.region.value if filter.region else None,
         status=filter.status.value if filter.status else None,
@@ -194,6 +197,8 @@ def row_streams(guard: Guard, filter: CustomerFilter | None) -> tuple[list[Strea
                 disjoint = len(streams) == 1
     return [_narrowed(guard, stream, search, owned_only) for stream in streams], disjoint
 
+
+MAX_SEARCH = 200  # characters of a search term
 
 # What the sales system's ``q`` matches besides the name (which every role sees in clear).
 _SEARCHED = ("contactName", "email")
