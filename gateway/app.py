@@ -47,6 +47,7 @@ from .pool import PoolService
 from .ratelimit import build_limiter
 from .settings import Settings, SettingsError, load_settings
 from .store import AccessRequests, AuditLog, Database, StoreUnavailable
+from .store.checkpoints import checkpoints_for
 from .tracing import TracingMiddleware, build_provider, trace_upstreams
 from .upstreams import build_upstreams
 
@@ -176,7 +177,15 @@ class Gateway:
         self.cache = EntityCache(ttls, observer=self.metrics.cache_result) if settings.cache else None
         # The gateway's own database: the audit trail and access requests (gateway/store).
         self.database = Database(settings.database_url or None)
-        self.audit = AuditLog(self.database)
+        self.audit = AuditLog(
+            self.database,
+            checkpoints=checkpoints_for(
+                self.database.file_path,
+                settings.audit_checkpoint_file,
+                settings.audit_checkpoint_key,
+                settings.audit_checkpoint_every,
+            ),
+        )
         self.access = AccessRequests(self.database, self.policies, audit=self.audit)
         # The public pool (gateway/pool): its history database opens on first use; the sweep is
         # scheduled by start(). Live updates subscribe with ``gateway.pool.on_pool_event(callback)``.

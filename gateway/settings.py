@@ -80,6 +80,11 @@ class Settings:
 
     # The gateway's own database (gateway/store): empty = the SQLite file var/gateway.db.
     database_url: str = ""
+    # Signed checkpoints of the audit chain outside its database (gateway/store/checkpoints.py): the file
+    # (empty: beside a SQLite database file, else var/audit-checkpoints.jsonl) and the HMAC key.
+    audit_checkpoint_file: str = ""
+    audit_checkpoint_key: str = ""
+    audit_checkpoint_every: int = 100  # records between checkpoints (and at least one a minute)
 
     # The public pool (gateway/pool): claim rules, auto-recycling and its scheduled sweep.
     pool_max_owned: int = 50  # customers one sales rep may own

@@ -53,6 +53,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .checkpoints import CheckpointError, Checkpoints
 from .db import (
     AUDIT_CHAIN_LOCK_KEY,
     STORE_ERRORS,
@@ -62,7 +63,14 @@ from .db import (
     decode_cursor,
     encode_cursor,
 )
-from .models import CHAIN_HEAD_ID, GENESIS_HASH, audit_chain_head, audit_customers, audit_log
+from .models import (
+    CHAIN_HEAD_ID,
+    GENESIS_HASH,
+    audit_chain_head,
+    audit_customers,
+    audit_log,
+    audit_quarantine,
+)
 
 log = logging.getLogger(__name__)
 
@@ -388,6 +396,7 @@ _READ_HEAD = sa.select(audit_chain_head.c.last_id, audit_chain_head.c.last_hash)
     audit_chain_head.c.id == CHAIN_HEAD_ID
 )
 _INSERT_RECORDS = audit_log.insert()
+_MAX_ID = sa.select(sa.func.max(audit_log.c.id))
 _INSERT_INDEX = audit_customers.insert()
 _MOVE_HEAD = (  # compare-and-set: only from the head this append started from
     audit_chain_head.update()
@@ -396,9 +405,18 @@ _MOVE_HEAD = (  # compare-and-set: only from the head this append started from
 )
 
 
-def _append(conn: Connection, entries: Sequence[_Prepared]) -> None:
+@dataclass(frozen=True, slots=True)
+class _Appended:
+    last_id: int
+    last_hash: str
+    quarantined: int  # rows found past the chain head and moved to audit_quarantine
+
+
+def _append(conn: Connection, entries: Sequence[_Prepared]) -> _Appended:
     """Append ``entries`` to the chain inside ``conn``'s transaction, which must hold the chain lock on
     SQLite (``BEGIN IMMEDIATE``); on PostgreSQL the advisory lock is taken here, held until commit.
+    Rows found past the chain head (forged, or left by tampering) are first moved to
+    ``audit_quarantine``: the real chain goes on, the evidence is kept, and ``verify`` reports it.
     Synchronous: run on the writer thread (``Database.run_write``) or through ``run_sync``."""
     if conn.dialect.name == "postgresql":
         conn.execute(_LOCK_CHAIN, {"key": AUDIT_CHAIN_LOCK_KEY})
@@ -406,6 +424,10 @@ def _append(conn: Connection, entries: Sequence[_Prepared]) -> None:
     if head is None:
         raise AuditUnavailable("the audit chain head is missing (database not migrated?)")
     first_id = last_id = int(head.last_id)
+    quarantined = 0
+    top = conn.execute(_MAX_ID).scalar()
+    if top is not None and int(top) > first_id:
+        quarantined = _quarantine(conn, first_id)
     prev = str(head.last_hash)
     rows: list[dict[str, Any]] = []
     index_rows: list[dict[str, Any]] = []
@@ -421,6 +443,31 @@ def _append(conn: Connection, entries: Sequence[_Prepared]) -> None:
     moved = conn.execute(_MOVE_HEAD, {"from_id": first_id, "to_id": last_id, "to_hash": prev})
     if moved.rowcount != 1:
         raise AuditUnavailable("the audit chain head moved during an append")
+    return _Appended(last_id, prev, quarantined)
+
+
+def _quarantine(conn: Connection, head_id: int) -> int:
+    found = conn.execute(sa.select(audit_log).where(audit_log.c.id > head_id)).mappings().all()
+    now = datetime.now(UTC)
+    conn.execute(
+        audit_quarantine.insert(),
+        [
+            {
+                "record_id": int(row["id"]),
+                "row": {k: jsonable(v) for k, v in row.items()},
+                "quarantined_at": now,
+            }
+            for row in found
+        ],
+    )
+    conn.execute(audit_customers.delete().where(audit_customers.c.audit_id > head_id))
+    conn.execute(audit_log.delete().where(audit_log.c.id > head_id))
+    return len(found)
+
+
+def _first_hash(conn: Connection) -> str | None:
+    found = conn.execute(sa.select(audit_log.c.hash).where(audit_log.c.id == 1)).scalar()
+    return str(found) if found is not None else None
 
 
 # --- the log -----------------------------------------------------------------------------------------
@@ -456,8 +503,12 @@ class AuditLog:
         group_commit: bool = True,
         max_batch: int = 1000,
         timeout: float = 5.0,
+        checkpoints: Checkpoints | None = None,
     ) -> None:
         self.db = database
+        self.checkpoints = checkpoints
+        self.quarantined = 0  # rows found past the chain head by this process's appends (tampering)
+        self._chain: str | None = None  # the first record's hash: the chain's identity in checkpoints
         self.group_commit = group_commit
         self.max_batch = max_batch
         self.timeout = timeout
@@ -522,9 +573,9 @@ class AuditLog:
             async with asyncio.timeout(self.timeout):
                 if self.db.is_sqlite:
                     async with self._lock:
-                        await self.db.run_write(_append, entries)
+                        appended = await self.db.run_write(_append, entries)
                 else:
-                    await self.db.run_write(_append, entries)
+                    appended = await self.db.run_write(_append, entries)
         except AuditUnavailable:
             log.warning("audit store did not take %d record(s): chain head missing or moved", len(entries))
             raise
@@ -540,6 +591,22 @@ class AuditLog:
             )
             raise AuditUnavailable(f"the audit store is unavailable ({type(exc).__name__})") from None
         self.commits += 1
+        await self._after_append(appended)
+
+    async def _after_append(self, appended: _Appended) -> None:
+        if appended.quarantined:
+            self.quarantined += appended.quarantined
+            log.error(
+                "audit trail tampered with: %d record(s) past the chain head moved to audit_quarantine; "
+                "the chain goes on from its head (run customer-graph audit verify)",
+                appended.quarantined,
+            )
+        if self.checkpoints is not None and self.checkpoints.due(appended.last_id):
+            if self._chain is None:
+                async with self.db.read() as conn:
+                    self._chain = await conn.run_sync(_first_hash)
+            if self._chain is not None:
+                self.checkpoints.write(self._chain, appended.last_id, appended.last_hash)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AuditTransaction]:
@@ -681,16 +748,16 @@ class AuditLog:
             raise AuditUnavailable(f"the audit store is unavailable ({_describe(exc)})") from None
         return count
 
-    async def verify(self, *, chunk: int = 2000) -> VerifyResult:
+    async def verify(self, *, chunk: int = 2000, checkpoints: Checkpoints | None = None) -> VerifyResult:
         """Recompute the chain from the first record to the head: contiguous ids, each ``prev_hash``
         the previous ``hash``, each ``hash`` the record's contents, the customer index matching, the
         head matching the last record. Raises ``AuditUnavailable`` when the store cannot be read."""
         try:
-            return await self._verify(chunk)
+            return await self._verify(chunk, checkpoints if checkpoints is not None else self.checkpoints)
         except STORE_ERRORS as exc:
             raise AuditUnavailable(f"the audit store is unavailable ({_describe(exc)})") from None
 
-    async def _verify(self, chunk: int) -> VerifyResult:
+    async def _verify(self, chunk: int, checkpoints: Checkpoints | None) -> VerifyResult:
         json_columns = ("roles", "customers", "fields", "before", "after", "detail")
         columns = [
             sa.cast(c, sa.Text).label(c.name) if c.name in json_columns else c for c in audit_log.columns
@@ -710,6 +777,22 @@ class AuditLog:
             def bad(checked: int, record_id: int | None, reason: str) -> VerifyResult:
                 return VerifyResult(False, checked, record_id, reason, head_id, head_hash)
 
+            anchors: dict[int, str] = {}
+            if checkpoints is not None:
+                chain = await conn.run_sync(_first_hash)
+                try:
+                    for point in checkpoints.read(chain or ""):
+                        anchors[point.record_id] = point.hash
+                except CheckpointError as exc:
+                    return bad(0, None, f"the checkpoint file cannot be trusted: {exc}")
+                beyond = [n for n in anchors if n > head_id]
+                if beyond:
+                    return bad(
+                        0,
+                        head_id + 1,
+                        f"the chain ends at {head_id} but a checkpoint recorded record {max(beyond)}: "
+                        "records were cut off the end and the head moved back",
+                    )
             prev, expected, checked = GENESIS_HASH, 1, 0
             while expected <= head_id:
                 try:
@@ -773,6 +856,9 @@ class AuditLog:
                         return bad(checked, record_id, "its contents do not match its hash")
                     if index.get(record_id, set()) != set(parsed["customers"] or ()):
                         return bad(checked, record_id, "the customer index does not match the record")
+                    anchored = anchors.get(record_id)
+                    if anchored is not None and anchored != row["hash"]:
+                        return bad(checked, record_id, "its hash is not the one its checkpoint recorded")
                     prev = str(row["hash"])
                     expected += 1
                     checked += 1
@@ -780,6 +866,27 @@ class AuditLog:
                 return bad(checked, expected, f"the chain ends at {expected - 1} but its head says {head_id}")
             if prev != head_hash:
                 return bad(checked, head_id, "the last record's hash is not the one in the chain head")
+            past = (
+                await conn.execute(
+                    sa.select(sa.func.count(), sa.func.min(audit_log.c.id)).where(audit_log.c.id > head_id)
+                )
+            ).one()
+            if past[0]:
+                return bad(
+                    checked,
+                    int(past[1]),
+                    f"{past[0]} record(s) past the chain head are not part of the chain",
+                )
+            held = (
+                await conn.execute(sa.select(sa.func.count()).select_from(audit_quarantine))
+            ).scalar() or 0
+            if held:
+                return bad(
+                    checked,
+                    None,
+                    f"{held} record(s) found past the chain head were moved to audit_quarantine: "
+                    "the table was tampered with",
+                )
             return VerifyResult(True, checked, None, None, head_id, head_hash)
 
 

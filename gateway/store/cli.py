@@ -19,7 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, cast
 
+from ..settings import load_settings
 from .audit import AuditLog, AuditUnavailable
+from .checkpoints import checkpoints_for
 from .db import Database, DatabaseConfigError, StoreUnavailable, database_url_from_env, normalise_url
 
 
@@ -112,7 +114,16 @@ def audit_verify_main(argv: Sequence[str] | None = None) -> int:
 
     async def run() -> int:
         try:
-            result = await AuditLog(database).verify()
+            settings = load_settings()
+            checkpoints = checkpoints_for(
+                database.file_path,
+                settings.audit_checkpoint_file,
+                settings.audit_checkpoint_key,
+                settings.audit_checkpoint_every,
+            )
+            result = await AuditLog(database).verify(checkpoints=checkpoints)
+            if not checkpoints.key:
+                print("note: CG_AUDIT_CHECKPOINT_KEY is not set: checkpoints are not signed", file=sys.stderr)
         finally:
             await database.aclose()
         if result.ok:

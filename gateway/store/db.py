@@ -148,6 +148,8 @@ class Database:
         self.connect_timeout = connect_timeout
         # a SQLite file (not in memory): run_write() uses the writer thread
         self._sqlite_file = self.dialect == "sqlite" and not _sqlite_in_memory(self.url.database)
+        # the SQLite file's path (audit checkpoints are kept beside it by default); None elsewhere
+        self.file_path: str | None = str(self.url.database) if self._sqlite_file else None
         self._echo = echo
         self._writer: Engine | None = None
         self._writer_executor: ThreadPoolExecutor | None = None

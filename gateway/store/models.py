@@ -176,3 +176,34 @@ event_inbox = sa.Table(
     sa.Index("ix_event_inbox_pending", "published_at", "id"),
     sa.Index("ix_event_inbox_source_received", "source", "received_at"),
 )
+
+# --- audit integrity (migration 0004_audit_integrity) ----------------------------------------------
+# ``audit_quarantine``  rows found in ``audit_log`` past the chain head (forged, or left by tampering),
+#                       moved here by the next append, which then continues the real chain: evidence kept,
+#                       the writer not blocked; ``audit verify`` fails while any is here.
+# ``write_intents``     a write is recorded here (state ``open``) before it is sent to a system, and closed
+#                       (``done``) in the same transaction as its audit record; a write whose outcome
+#                       was never recorded (the gateway or its database failed in between) is flagged in
+#                       the audit trail (kind ``write``, outcome ``unknown``) and marked ``flagged``.
+audit_quarantine = sa.Table(
+    "audit_quarantine",
+    metadata,
+    sa.Column("qid", BigId, primary_key=True, autoincrement=True),
+    sa.Column("record_id", BigId, nullable=False),
+    sa.Column("row", sa.JSON(), nullable=False),  # the row as it was found, every column
+    sa.Column("quarantined_at", UTCDateTime(), nullable=False),
+)
+
+write_intents = sa.Table(
+    "write_intents",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("request_id", sa.Text(), nullable=False),
+    sa.Column("user_sub", sa.Text(), nullable=False),
+    sa.Column("operation", sa.String(64), nullable=False),
+    sa.Column("account_no", sa.Text(), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),  # open | done | failed | flagged
+    sa.Column("settled_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_write_intents_open", "state", "at"),
+)
