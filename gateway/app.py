@@ -48,6 +48,7 @@ from .ratelimit import build_limiter
 from .settings import Settings, SettingsError, load_settings
 from .store import AccessRequests, AuditLog, Database, StoreUnavailable
 from .store.checkpoints import checkpoints_for
+from .store.intents import WriteJournal, intent_states
 from .tracing import TracingMiddleware, build_provider, trace_upstreams
 from .upstreams import build_upstreams
 
@@ -103,6 +104,7 @@ class GraphView(GraphQLOverHTTP):
             access=gateway.access,
             audit_log=gateway.audit,
             audit_recorder=gateway.record_audit,
+            journal=gateway.journal,
             grant_lookup=gateway.access.active_grants,
         )
         if isinstance(request, WebSocket):
@@ -187,6 +189,8 @@ class Gateway:
             ),
         )
         self.access = AccessRequests(self.database, self.policies, audit=self.audit)
+        self.journal = WriteJournal(self.database)  # writes: intent before, outcome with the audit record
+        self._journal_watch: asyncio.Task[None] | None = None
         # The public pool (gateway/pool): its history database opens on first use; the sweep is
         # scheduled by start(). Live updates subscribe with ``gateway.pool.on_pool_event(callback)``.
         self.pool = PoolService.from_settings(
@@ -248,16 +252,35 @@ class Gateway:
         return all(healthy) and database, {"systems": systems, "database": {"reachable": database}}
 
     async def record_audit(self, context: RequestContext) -> bool:
-        """Write the request's audit records before its answer leaves; False when the store failed."""
+        """Write the request's audit records before its answer leaves; False when the store failed.
+        A request that journaled writes closes their intents in the same transaction."""
         entries = audit_entries(context, context.operation_name, context.operation_type)
-        if not entries:
+        intents, context.intents = context.intents, []
+        if not entries and not intents:
             return True
         try:
-            await self.audit.record(entries)
+            if intents:
+                written = {(w.operation, w.account_no) for w in context.writes if not w.denied}
+                async with self.audit.transaction() as tx:
+                    tx.add(*entries)
+                    await self.journal.close(tx.connection, intent_states(intents, written))
+            else:
+                await self.audit.record(entries)
         except StoreUnavailable:
             log.error("audit store unavailable: the answer is withheld", extra={"records": len(entries)})
             return False
         return True
+
+    async def _watch_journal(self, every: float = 60.0) -> None:
+        """At start and then every minute: writes whose outcome was never recorded go into the trail."""
+        while True:
+            try:
+                await self.journal.flag_stale(self.audit)
+            except StoreUnavailable:
+                log.warning("write journal check skipped: the gateway database is unavailable")
+            except Exception as exc:  # a check that failed must not stop the next one
+                log.error("write journal check failed (%s)", type(exc).__name__)
+            await asyncio.sleep(every)
 
     async def start(self) -> None:
         """Migrate the database; connect the cache's invalidation channel (with CG_REDIS_URL); make
@@ -268,12 +291,19 @@ class Gateway:
             await self.cache.connect(self.settings.redis_url)
         await self.live.start()
         self.pool.start()
+        self._journal_watch = asyncio.get_running_loop().create_task(
+            self._watch_journal(), name="write-journal"
+        )
 
     def _evict_customer(self, account_no: str) -> None:
         if self.cache is not None:
             self.cache.evict_customer(account_no)
 
     async def aclose(self) -> None:
+        if self._journal_watch is not None:
+            self._journal_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._journal_watch
         if self.tracing is not None:
             self.tracing.shutdown()
         await self.live.aclose()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 from policies.guard import Guard
 from policies.principal import Principal
 
-from .errors import Unauthenticated
+from .errors import GraphError, Unauthenticated
 from .loaders import Loaders
 
 if TYPE_CHECKING:
@@ -31,6 +31,12 @@ class WriteRecord:
 
 # (caller's sub, account numbers) → account number → field → grant id, for the caller's live grants
 GrantLookup = Callable[[str, list[str]], Awaitable[Mapping[str, Mapping[str, str]]]]
+
+
+class Journal(Protocol):
+    """The write journal (``gateway/store/intents.py``): a write's intent, committed before it is sent."""
+
+    async def open(self, request_id: str, user_sub: str, operation: str, account_no: str | None) -> str: ...
 
 
 class Evictor(Protocol):
@@ -60,6 +66,8 @@ class RequestContext:
     audit_log: object | None = None  # gateway.store.AuditLog
     pool: PoolPort | None = None  # the public pool's rules and history (gateway/pool)
     writes: list[WriteRecord] = field(default_factory=list)
+    journal: Journal | None = None
+    intents: list[tuple[str, str, str | None]] = field(default_factory=list)  # (id, operation, account)
     extensions: dict[str, object] = field(default_factory=dict)
 
     def require_principal(self) -> Principal:
@@ -76,6 +84,20 @@ class RequestContext:
 
     def record(self, write: WriteRecord) -> None:
         self.writes.append(write)
+
+    async def begin_write(self, operation: str, account_no: str | None) -> None:
+        """Journal a write before it is sent: if the store cannot take the intent, nothing is sent."""
+        if self.journal is None:
+            return
+        try:
+            intent = await self.journal.open(
+                self.request_id, self.require_principal().sub, operation, account_no
+            )
+        except Exception:  # the store's failure, whatever its kind: the write must not go out unrecorded
+            raise GraphError(
+                "The audit store is unavailable, so the write was not sent. Try again later."
+            ) from None
+        self.intents.append((intent, operation, account_no))
 
     def evict(self, account_no: str, *, email: str | None = None, tax_id: str | None = None) -> None:
         """After a write: forget what this request and every other one had cached of the customer."""

@@ -200,6 +200,7 @@ class Mutation:
         account = await _target(context, input.customer_id)
         changed = [g for g, s in _CONTACT_FIELDS.items() if s in changes]
         _authorize(context, "changeContact", account, fields=changed)
+        await context.begin_write("changeContact", account.account_no)
         key = input.idempotency_key or uuid.uuid4().hex
         try:
             updated = await context.loaders.upstreams.sales.update_account(
@@ -227,6 +228,7 @@ class Mutation:
         notes = clean_text("notes", input.notes)
         account = await _target(context, input.customer_id)
         _authorize(context, "logActivity", account)
+        await context.begin_write("logActivity", account.account_no)
         principal = context.require_principal()
         try:
             activity = await context.loaders.upstreams.sales.create_activity(
@@ -258,6 +260,7 @@ class Mutation:
         body = cast(str, clean_text("body", input.body, required=True))
         account = await _target(context, input.customer_id)
         _authorize(context, "openTicket", account)
+        await context.begin_write("openTicket", account.account_no)
         if account.email is None:
             raise BadUserInput("The customer has no e-mail; the helpdesk knows requesters by e-mail.")
         try:
@@ -284,6 +287,7 @@ class Mutation:
         context = _context(info)
         account = await _target(context, input.customer_id)
         _authorize(context, "assignOwner", account)
+        await context.begin_write("assignOwner", account.account_no)
         owner_id = str(input.owner_id) if input.owner_id is not None else None
         if owner_id is not None and await context.loaders.user.load(owner_id) is None:
             raise BadUserInput("No sales user has that id.")

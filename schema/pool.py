@@ -420,6 +420,7 @@ class PoolMutation:
             if refusal is not None:
                 context.record(WriteRecord("claimCustomer", account_no, denied=True, rule=refusal.rule))
                 raise Forbidden(refusal.message, reason=refusal.code, **refusal.details)
+            await context.begin_write("claimCustomer", account_no)
             try:
                 updated = await sales.set_owner(account_no, sub, version=account.version)
             except UpstreamConflict:
@@ -465,6 +466,7 @@ class PoolMutation:
         decision = guard.policy.can_write(guard.principal, "releaseCustomer", account)
         if not decision.allowed:
             raise _deny(context, "releaseCustomer", account_no, decision.rule)
+        await context.begin_write("releaseCustomer", account_no)
         try:
             updated = await context.loaders.upstreams.sales.set_owner(
                 account_no, None, version=account.version
@@ -599,6 +601,7 @@ async def _recycle_all(
     async def one(account: models.Account) -> tuple[models.Account, models.Account] | None:
         nonlocal conflicts
         async with gate:
+            await context.begin_write("recycleDormant", account.account_no)
             try:
                 updated = await sales.set_owner(account.account_no, None, version=account.version)
             except (UpstreamConflict, UpstreamNotFound):

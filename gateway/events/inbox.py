@@ -19,9 +19,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.store.db import Database, StoreUnavailable
+from gateway.store.db import STORE_ERRORS, Database, StoreUnavailable
 from gateway.store.models import event_inbox
 
 from .model import InboxEvent, StoredEvent
@@ -84,7 +83,7 @@ class Inbox:
                 for event in events:
                     result = await conn.execute(statement, self._row(event, moment, published))
                     inserted += max(result.rowcount, 0)
-        except SQLAlchemyError as exc:
+        except STORE_ERRORS as exc:
             raise StoreUnavailable("the event inbox cannot be written") from exc
         return inserted
 
@@ -99,7 +98,7 @@ class Inbox:
         try:
             async with self.database.read() as conn:
                 rows = (await conn.execute(query)).mappings().all()
-        except SQLAlchemyError as exc:
+        except STORE_ERRORS as exc:
             raise StoreUnavailable("the event inbox cannot be read") from exc
         return [_stored(row) for row in rows]
 
@@ -127,7 +126,7 @@ class Inbox:
                         .where(event_inbox.c.id.in_(claim.published))
                         .values(published_at=now or datetime.now(UTC))
                     )
-        except SQLAlchemyError as exc:
+        except STORE_ERRORS as exc:
             raise StoreUnavailable("the event inbox cannot be written") from exc
         if failure is not None:
             raise failure
@@ -159,7 +158,7 @@ class Inbox:
         try:
             async with self.database.write_transaction() as conn:
                 result = await conn.execute(statement)
-        except SQLAlchemyError as exc:
+        except STORE_ERRORS as exc:
             raise StoreUnavailable("the event inbox cannot be written") from exc
         return max(result.rowcount, 0)
 

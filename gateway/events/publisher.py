@@ -104,8 +104,10 @@ class Publisher:
                 log.exception("live updates: publishing failed; will retry")
             if loop.time() >= next_prune:
                 next_prune = loop.time() + PRUNE_EVERY
-                with contextlib.suppress(StoreUnavailable):
+                try:
                     await self.inbox.prune(self.clock() - self.retention)
+                except Exception as exc:  # a database outage must not end the publisher
+                    log.warning("live updates: pruning the inbox failed (%s)", type(exc).__name__)
             if handled >= self.batch and not failures and not self._waiting:
                 continue  # more may be waiting
             wait = self.idle_poll
