@@ -186,6 +186,7 @@ def run_demo(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import serving_app
+    from gateway.server import guarded_http
 
     settings = load_settings(args.config)
     host = args.host or settings.host
@@ -237,7 +238,13 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         _write_env(settings)
         threading.Thread(target=_announce_when_up, args=(systems, settings), daemon=True).start()
-        uvicorn.run(serving_app(settings), host=settings.host, port=settings.port, log_level="warning")
+        uvicorn.run(
+            serving_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            http=guarded_http(settings),
+        )
     finally:
         systems.stop()
     return 0

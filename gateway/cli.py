@@ -25,6 +25,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .app import serving_app
     from .auth import Authenticator
+    from .server import GatewayHttp, guarded_http
 
     if args.config:
         os.environ["CG_CONFIG"] = args.config  # the workers read the same file
@@ -43,10 +44,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=settings.port,
             log_level="warning",
             access_log=False,
+            http=GatewayHttp,
         )
     else:
         uvicorn.run(
             serving_app(settings),
+            http=guarded_http(settings),
             host=settings.host,
             port=settings.port,
             log_level="warning",

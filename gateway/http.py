@@ -17,6 +17,7 @@ URL; a browser without a query gets GraphiQL), in ``application/json`` or
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from graphql import GraphQLError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import MissingQueryError
@@ -163,6 +164,8 @@ class GraphQLOverHTTP(GraphQL[RequestContext, None]):
         request = Request(scope=scope, receive=receive)
         try:
             response = await self.answer(request)
+        except ClientDisconnect:
+            raise  # nobody to answer: the request log line says 499 (gateway/observability.py)
         except Exception:
             log.exception("request failed", extra={"path": scope.get("path")})
             response = self._answer(
@@ -264,11 +267,18 @@ class GraphQLOverHTTP(GraphQL[RequestContext, None]):
             raise too_large
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
+        seconds = self.gateway.settings.body_timeout
+        try:
+            async with asyncio.timeout(seconds):  # a body trickled in to hold the connection
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_large
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise RequestError.malformed(
+                f"The request body did not arrive within {seconds:g} s.", 408
+            ) from None
         return b"".join(chunks)
 
     async def _execute(

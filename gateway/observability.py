@@ -38,7 +38,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
@@ -409,6 +409,7 @@ class _RedactGraphQLErrors(logging.Filter):
 # --- middleware ------------------------------------------------------------------------------
 
 _HEADER = b"x-request-id"
+CLIENT_CLOSED = 499  # logged for a request whose client disconnected before the answer (nginx's code)
 
 
 class RequestIdMiddleware:
@@ -460,6 +461,8 @@ class RequestIdMiddleware:
         try:
             with deadline_scope(self.deadline if kind == "http" else None):
                 await self.app(inner, receive, send_with_id)
+        except ClientDisconnect:
+            status = status or CLIENT_CLOSED  # the client went away: nothing failed here, nothing to send
         except BaseException:
             status = status or 500
             raise
@@ -478,5 +481,6 @@ class RequestIdMiddleware:
                 extra["operation"] = operation if _OPERATION.fullmatch(operation) else "other"
             if state.get("apq"):
                 extra["apq"] = state["apq"]  # hit | miss | registered | unsupported
-            self.log.log(logging.ERROR if status >= 500 else logging.INFO, "request", extra=extra)
+            level = logging.ERROR if status >= 500 else logging.INFO
+            self.log.log(level, "request", extra=extra)
             request_id_var.reset(token)

@@ -53,6 +53,9 @@ class Settings:
     # Hostile and bad requests (gateway/http.py, gateway/limits.py, gateway/ratelimit.py,
     # gateway/persisted.py). Every limit is checked before anything runs.
     max_body_bytes: int = 262_144  # a larger request body is refused with 413
+    max_header_bytes: int = 65_536  # a larger request head (line + headers) is refused with 431
+    header_timeout: float = 10.0  # seconds for a request head to arrive (else 408)
+    body_timeout: float = 30.0  # seconds for a request body to arrive (else 408)
     max_depth: int = 12  # field nesting; introspection subtrees not counted
     max_aliases: int = 50  # aliased fields in the operation
     max_tokens: int = 5000  # lexical tokens in the document (enforced while parsing)
