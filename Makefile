@@ -48,9 +48,10 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
-	$(BIN)/mypy gateway connectors schema policies demo bench
+	$(BIN)/mypy gateway connectors schema policies features demo bench
 
 test: $(STAMP) $(AUDIT_STAMP) $(CLIENTS_STAMP) browser lint typecheck
 	$(BIN)/pytest -q

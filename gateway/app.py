@@ -7,7 +7,6 @@ import contextlib
 import gc
 import logging
 import signal
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +25,10 @@ from strawberry.extensions import AddValidationRules, DisableIntrospection
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
+from features.pool import PoolService
+from features.store import AccessRequests, AuditLog, Database, StoreUnavailable
+from features.store.checkpoints import checkpoints_for
+from features.store.intents import WriteJournal, intent_states
 from policies import Policy, PolicyHolder, policy_path
 from policies.guard import Guard
 from schema import build_schema
@@ -41,28 +44,14 @@ from .events.websocket import LiveTransportWSHandler, TextFrames, live_context, 
 from .graphiql import ASSETS_PATH, GraphiQLPage
 from .http import GraphQLOverHTTP
 from .limits import LimitsExtension, RequestLimits
-from .observability import Metrics, RequestIdMiddleware, metrics_endpoint
+from .observability import Metrics, RequestIdMiddleware, accept_request_id, metrics_endpoint
 from .persisted import PersistedQueries
-from .pool import PoolService
 from .ratelimit import build_limiter
 from .settings import Settings, SettingsError, load_settings
-from .store import AccessRequests, AuditLog, Database, StoreUnavailable
-from .store.checkpoints import checkpoints_for
-from .store.intents import WriteJournal, intent_states
 from .tracing import TracingMiddleware, build_provider, trace_upstreams
 from .upstreams import build_upstreams
 
 log = logging.getLogger("customer_graph.gateway")
-
-_REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
-
-
-def request_id_from(headers: Any) -> str:
-    """The caller's ``X-Request-Id`` when it is short and plain, else a fresh one."""
-    given = headers.get("x-request-id")
-    if given and len(given) <= 128 and set(given) <= _REQUEST_ID_OK:
-        return str(given)
-    return uuid.uuid4().hex
 
 
 class GraphView(GraphQLOverHTTP):
@@ -83,7 +72,8 @@ class GraphView(GraphQLOverHTTP):
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> RequestContext:
         gateway = self.gateway
-        request_id = request_id_from(request.headers)
+        # the middleware put its (checked) id in the headers: one rule, gateway/observability.py
+        request_id = accept_request_id(request.headers.get("x-request-id"))
         principal = None
         auth_error = None
         try:
@@ -155,11 +145,11 @@ class Gateway:
         self.settings = settings
         self.tracing = build_provider(settings.tracing, span_exporter)
         self.authenticator = Authenticator(settings)
+        self.metrics = Metrics()
         # Request limits (gateway/limits.py): measured once per document, compared per caller.
-        self.limits = RequestLimits(settings)
+        self.limits = RequestLimits(settings, on_refusal=self.metrics.limit_rejected)
         self.rate_limiter = build_limiter(settings)
         self.persisted = PersistedQueries.from_settings(settings)
-        self.metrics = Metrics()
         extensions: list[Any] = [
             self.metrics.graphql_extension(),
             lambda: LimitsExtension(self.limits),
@@ -177,7 +167,7 @@ class Gateway:
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
         self.cache = EntityCache(ttls, observer=self.metrics.cache_result) if settings.cache else None
-        # The gateway's own database: the audit trail and access requests (gateway/store).
+        # The gateway's own database: the audit trail and access requests (features/store).
         self.database = Database(settings.database_url or None)
         self.audit = AuditLog(
             self.database,
@@ -191,7 +181,7 @@ class Gateway:
         self.access = AccessRequests(self.database, self.policies, audit=self.audit)
         self.journal = WriteJournal(self.database)  # writes: intent before, outcome with the audit record
         self._journal_watch: asyncio.Task[None] | None = None
-        # The public pool (gateway/pool): its history database opens on first use; the sweep is
+        # The public pool (features/pool): its history database opens on first use; the sweep is
         # scheduled by start(). Live updates subscribe with ``gateway.pool.on_pool_event(callback)``.
         self.pool = PoolService.from_settings(
             settings,

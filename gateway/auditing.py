@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from features.store import AuditEntry, AuditKind
 from schema.context import RequestContext
-
-from .store import AuditEntry, AuditKind
 
 
 def _decision(word: str) -> str:

@@ -101,19 +101,19 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
 
 def cmd_pool(args: argparse.Namespace) -> int:
-    from .pool.cli import sweep_main
+    from .pool_cli import sweep_main
 
     return sweep_main(args.args, config=args.config)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from .store.cli import audit_export_main, audit_verify_main
+    from .store_cli import audit_export_main, audit_verify_main
 
     return {"export": audit_export_main, "verify": audit_verify_main}[args.action](args.args)
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from .store.cli import db_upgrade_main
+    from .store_cli import db_upgrade_main
 
     return db_upgrade_main(args.args)
 

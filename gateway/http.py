@@ -212,6 +212,7 @@ class GraphQLOverHTTP(GraphQL[RequestContext, None]):
             key, roles = "ip:" + (request.client.host if request.client else "unknown"), frozenset()
         wait = await limiter.check(key, roles)
         if wait:
+            self.gateway.metrics.limit_rejected("rate")
             raise RequestError(
                 RateLimited(f"Too many requests; retry in {wait} s.", retryAfter=wait),
                 status=429,

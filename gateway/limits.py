@@ -20,7 +20,7 @@ is never built; that parse error is reported as ``QUERY_TOO_COMPLEX`` too.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -376,7 +376,13 @@ def selection_weight(document: DocumentNode, budget: int) -> int:
 class RequestLimits:
     """The configured limits; measures are kept with the cached document (``schema/documents.py``)."""
 
-    def __init__(self, settings: Settings, documents: DocumentCache | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        documents: DocumentCache | None = None,
+        on_refusal: Callable[[str], None] | None = None,
+    ) -> None:
+        self.on_refusal = on_refusal or (lambda limit: None)  # counts refusals by limit (/metrics)
         self.max_depth = settings.max_depth
         self.max_aliases = settings.max_aliases
         self.max_tokens = settings.max_tokens
@@ -430,6 +436,7 @@ class RequestLimits:
         Counting stops at the budget, so the check itself is bounded."""
         longest = longest_string(document, self.max_string_length)
         if longest > self.max_string_length:
+            self.on_refusal("string")
             too_long = BadUserInput(
                 f"The document has a string of more than {self.max_string_length} characters, the limit."
             )
@@ -441,6 +448,9 @@ class RequestLimits:
         weight = selection_weight(document, budget)
         if weight <= budget:
             return None
+        self.on_refusal(
+            "anonymous" if anonymous and budget == self.anonymous_max_selections else "selections"
+        )
         if anonymous:
             refusal: GraphError = Unauthenticated(
                 f"Without a valid token a document may select at most {budget} fields "
@@ -464,6 +474,19 @@ class RequestLimits:
         roles: frozenset[str],
     ) -> QueryTooComplex | None:
         """The first limit the operation exceeds, as the error to report; ``None`` when within all."""
+        refusal = self._check(schema, document, operation_name, variables, roles)
+        if refusal is not None:
+            self.on_refusal(str(refusal.extensions.get("limit", "other")))
+        return refusal
+
+    def _check(
+        self,
+        schema: GraphQLSchema,
+        document: DocumentNode,
+        operation_name: str | None,
+        variables: Mapping[str, Any] | None,
+        roles: frozenset[str],
+    ) -> QueryTooComplex | None:
         measure = self.measure(schema, document, operation_name)
         if measure is None:
             return None  # no such operation: execution reports it
@@ -497,6 +520,7 @@ class RequestLimits:
         without a valid token: UNAUTHENTICATED, saying what a token allows)."""
         for error in errors or ():
             if error.original_error is None and error.path is None and _TOKEN_ERROR.search(error.message):
+                self.on_refusal("anonymous" if anonymous else "tokens")
                 refusal: GraphError
                 if anonymous:
                     refusal = Unauthenticated(

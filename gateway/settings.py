@@ -81,15 +81,15 @@ class Settings:
 
     tracing: str = "off"  # "off" | "console" | "otlp" (endpoint: OTEL_EXPORTER_OTLP_ENDPOINT)
 
-    # The gateway's own database (gateway/store): empty = the SQLite file var/gateway.db.
+    # The gateway's own database (features/store): empty = the SQLite file var/gateway.db.
     database_url: str = ""
-    # Signed checkpoints of the audit chain outside its database (gateway/store/checkpoints.py): the file
+    # Signed checkpoints of the audit chain outside its database (features/store/checkpoints.py): the file
     # (empty: beside a SQLite database file, else var/audit-checkpoints.jsonl) and the HMAC key.
     audit_checkpoint_file: str = ""
     audit_checkpoint_key: str = ""
     audit_checkpoint_every: int = 100  # records between checkpoints (and at least one a minute)
 
-    # The public pool (gateway/pool): claim rules, auto-recycling and its scheduled sweep.
+    # The public pool (features/pool): claim rules, auto-recycling and its scheduled sweep.
     pool_max_owned: int = 50  # customers one sales rep may own
     pool_cooldown_days: float = 30.0  # a rep cannot claim again what it released or lost this recently
     pool_recycle_after_days: float = 90.0  # no activity by the owner this long: back to the pool

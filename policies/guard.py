@@ -9,12 +9,12 @@ record carries (account number, requester e-mail, party tax id), so no record is
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from .decisions import Decision, Effect
-from .engine import AccountLike, CustomerView, Policy, RowScope
+from .engine import AccountLike, CustomerView, Policy, RowScope, WriteDecision
 from .principal import Principal
 
 T = TypeVar("T")
@@ -189,6 +189,17 @@ class Guard:
         self._note(account_no, view, name, decision)
         if decision.effect is Effect.DENY:
             raise Denied(name)
+
+    def can_write(
+        self,
+        operation: str,
+        account: AccountLike | None = None,
+        *,
+        requester: str | None = None,
+        fields: Iterable[str] | None = None,
+    ) -> WriteDecision:
+        """May the caller perform the write ``operation`` (on ``account``)? The policy's write rules."""
+        return self.policy.can_write(self.principal, operation, account, requester=requester, fields=fields)
 
     def keep(self, view: CustomerView, name: str, items: Sequence[T]) -> list[T]:
         """The items of a list field the caller may see (e.g. confidential contracts left out)."""

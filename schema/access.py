@@ -7,21 +7,30 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import strawberry
 
 from connectors import models
 from connectors.errors import UpstreamNotFound
+from features.store import (
+    AccessRequest as StoredRequest,
+)
+from features.store import (
+    AccessRequestError,
+    AccessRequests,
+    AuditContext,
+    AuditFilter,
+    InvalidCursor,
+)
+from features.store import (
+    AccessRequestStatus as Stored,
+)
 from policies.guard import Guard
 
 from .context import RequestContext
 from .errors import BadUserInput, Conflict, Forbidden, GraphError, NotFound
 from .ids import customer_key, encode_id
-
-if TYPE_CHECKING:
-    from gateway.store import AccessRequest as StoredRequest
-    from gateway.store import AccessRequests, AuditLog
 
 _CODES: dict[str, type[GraphError]] = {
     "FORBIDDEN": Forbidden,
@@ -39,19 +48,15 @@ def _context(info: strawberry.Info) -> RequestContext:
 def _store(context: RequestContext) -> AccessRequests:
     if context.access is None:
         raise GraphError("Access requests are not available.")
-    return cast("AccessRequests", context.access)
+    return context.access
 
 
 def _audit_context(context: RequestContext, operation: str) -> Any:
-    from gateway.store import AuditContext
-
     return AuditContext(request_id=context.request_id, operation_name=operation)
 
 
 async def _call(coroutine: Any) -> Any:
     """Run a store call; its refusals become the graph's error codes (already audited by the store)."""
-    from gateway.store import AccessRequestError, InvalidCursor
-
     try:
         return await coroutine
     except AccessRequestError as exc:
@@ -181,8 +186,6 @@ class AccessQuery:
         first: int = 20,
         after: str | None = None,
     ) -> AccessRequestConnection:
-        from gateway.store import AccessRequestStatus as Stored
-
         context = _context(info)
         guard = context.require_guard()
         if not 1 <= first <= context.max_first:
@@ -211,11 +214,9 @@ class AccessQuery:
         first: int = 50,
         after: str | None = None,
     ) -> AuditRecordConnection:
-        from gateway.store import AuditFilter, InvalidCursor
-
         context = _context(info)
         guard = context.require_guard()
-        decision = guard.policy.can_write(guard.principal, "readAuditLog")
+        decision = guard.can_write("readAuditLog")
         if not decision.allowed:
             raise Forbidden(f"Not allowed: {decision.rule}.")
         if context.audit_log is None:
@@ -233,7 +234,7 @@ class AccessQuery:
             since=f.since,
             until=f.until,
         )
-        log = cast("AuditLog", context.audit_log)
+        log = context.audit_log
         try:
             page = await log.query(query, first=first, after=after)
         except InvalidCursor:

@@ -14,6 +14,8 @@ from .errors import GraphError, Unauthenticated
 from .loaders import Loaders
 
 if TYPE_CHECKING:
+    from features.store import AccessRequests, AuditLog
+
     from .pool import PoolPort
 
 
@@ -34,7 +36,7 @@ GrantLookup = Callable[[str, list[str]], Awaitable[Mapping[str, Mapping[str, str
 
 
 class Journal(Protocol):
-    """The write journal (``gateway/store/intents.py``): a write's intent, committed before it is sent."""
+    """The write journal (``features/store/intents.py``): a write's intent, committed before it is sent."""
 
     async def open(self, request_id: str, user_sub: str, operation: str, account_no: str | None) -> str: ...
 
@@ -62,9 +64,9 @@ class RequestContext:
     operation_type: str = "query"
     # writes the request's audit records; False when the store failed (the answer is then withheld)
     audit_recorder: Callable[[RequestContext], Awaitable[bool]] | None = None
-    access: object | None = None  # gateway.store.AccessRequests, when the gateway has a database
-    audit_log: object | None = None  # gateway.store.AuditLog
-    pool: PoolPort | None = None  # the public pool's rules and history (gateway/pool)
+    access: AccessRequests | None = None  # access requests and grants (features/store/access.py)
+    audit_log: AuditLog | None = None  # the audit trail, for auditLog (features/store/audit.py)
+    pool: PoolPort | None = None  # the public pool's rules and history (features/pool)
     writes: list[WriteRecord] = field(default_factory=list)
     journal: Journal | None = None
     intents: list[tuple[str, str, str | None]] = field(default_factory=list)  # (id, operation, account)

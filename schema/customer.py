@@ -211,10 +211,10 @@ class Customer(Node):
         if tax_id is None:
             return []
         wanted = {s.value for s in status} if status else None
-        view = self.view
+        view, guard = self.view, context.require_guard()
 
         def pick(found: Sequence[models.Contract]) -> list[models.Contract]:
-            contracts = view.keep("contracts", found)
+            contracts = guard.keep(view, "contracts", found)
             if wanted is not None:
                 contracts = [c for c in contracts if c.status in wanted]
             return contracts

@@ -63,7 +63,7 @@ async def _target(context: RequestContext, customer_id: strawberry.ID) -> models
 
 def _authorize(context: RequestContext, operation: str, account: models.Account, **kwargs: Any) -> None:
     guard = context.require_guard()
-    decision = guard.policy.can_write(guard.principal, operation, account, **kwargs)
+    decision = guard.can_write(operation, account, **kwargs)
     if not decision.allowed:
         context.record(WriteRecord(operation, account.account_no, denied=True, rule=decision.rule))
         raise Forbidden(f"Not allowed: {decision.rule}.")

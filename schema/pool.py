@@ -1,5 +1,5 @@
 """The public pool in the graph: ``publicPool``, ``poolHistory``, ``claimCustomer``, ``releaseCustomer``
-and ``recycleDormant`` (the rules: ``gateway/pool/rules.py``; the sweep: ``gateway/pool/sweep.py``).
+and ``recycleDormant`` (the rules: ``features/pool/rules.py``; the sweep: ``features/pool/sweep.py``).
 
 Writes follow ``schema/mutations.py``: the customer is read fresh from the sales system, the policy's
 write rule decides (``claimCustomer``, ``releaseCustomer``, ``assignOwner`` per customer for
@@ -26,10 +26,10 @@ import strawberry
 
 from connectors import models
 from connectors.errors import UpstreamConflict, UpstreamError, UpstreamInvalid, UpstreamNotFound
-from gateway.pool import rules
-from gateway.pool.rules import HistoryPage, PoolEventKind, PoolRecord, PoolRules, RecycleCause
-from gateway.pool.store import MAX_PAGE as MAX_HISTORY_PAGE
-from gateway.pool.store import history_cursor
+from features.pool import rules
+from features.pool.rules import HistoryPage, PoolEventKind, PoolRecord, PoolRules, RecycleCause
+from features.pool.store import MAX_PAGE as MAX_HISTORY_PAGE
+from features.pool.store import history_cursor
 
 from .context import RequestContext, WriteRecord
 from .customer import Customer
@@ -48,7 +48,7 @@ WRITES_IN_FLIGHT = 8
 
 
 class PoolPort(Protocol):
-    """What the schema needs of the pool (``gateway.pool.PoolService`` fits)."""
+    """What the schema needs of the pool (``features.pool.PoolService`` fits)."""
 
     rules: PoolRules
 
@@ -351,7 +351,7 @@ class PoolQuery:
             page = await pool.history(account_no, first, after)
         except ValueError:  # InvalidCursor
             raise BadUserInput("'after' is not a cursor from poolHistory.") from None
-        sees_notes = guard.policy.can_write(guard.principal, "assignOwner", account).allowed
+        sees_notes = guard.can_write("assignOwner", account).allowed
         edges = []
         for record in page.records:
             release_reason = recycle_reason = None
@@ -403,7 +403,7 @@ class PoolMutation:
             return ClaimCustomerPayload(customer=answer_with_policy(context, account))  # already the caller's
         # The claim is about the customer as a pool customer: may the caller claim such a one at all?
         as_pool = replace(account, owner_id=None, owner_since=None)
-        decision = guard.policy.can_write(guard.principal, "claimCustomer", as_pool)
+        decision = guard.can_write("claimCustomer", as_pool)
         if not decision.allowed:
             raise _deny(context, "claimCustomer", account_no, decision.rule)
         if account.owner_id is not None:
@@ -463,7 +463,7 @@ class PoolMutation:
         account = await _fresh(context, account_no)
         if not guard.view(account).visible:
             raise NotFound("No such customer.")
-        decision = guard.policy.can_write(guard.principal, "releaseCustomer", account)
+        decision = guard.can_write("releaseCustomer", account)
         if not decision.allowed:
             raise _deny(context, "releaseCustomer", account_no, decision.rule)
         await context.begin_write("releaseCustomer", account_no)
@@ -513,7 +513,7 @@ class PoolMutation:
         pool = _pool(context)
         principal = guard.principal
         probe = _Probe(owner_id=principal.sub + "~other", region=region.value)
-        decision = guard.policy.can_write(principal, "assignOwner", probe)
+        decision = guard.can_write("assignOwner", probe)
         if not decision.allowed:
             raise _deny(context, "recycleDormant", "", decision.rule)
         sales = context.loaders.upstreams.sales
@@ -540,7 +540,7 @@ class PoolMutation:
             for account, dormant in zip(owned, flags, strict=True):
                 if not dormant:
                     continue
-                verdict = guard.policy.can_write(principal, "assignOwner", account)
+                verdict = guard.can_write("assignOwner", account)
                 if not verdict.allowed:
                     denied += 1
                     context.record(

@@ -1,4 +1,4 @@
-"""The public pool's rules, pure (gateway/pool/rules.py), and its settings."""
+"""The public pool's rules, pure (features/pool/rules.py), and its settings."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.pool import rules
-from gateway.pool.rules import PoolRules, ReleaseReason, SweepAction
+from features.pool import rules
+from features.pool.rules import PoolRules, ReleaseReason, SweepAction
 from gateway.settings import SettingsError, load_settings
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)

@@ -26,6 +26,7 @@ from connectors.errors import UpstreamUnavailable
 from connectors.models import Account, AccountPage, Contract, Money, System
 from demo.webhooks import WebhookSender
 from demo.webhooks import sign as demo_sign
+from features.store import Database
 from gateway.app import Gateway, create_app
 from gateway.events import ChangeEvent, EventBus
 from gateway.events.inbox import Inbox
@@ -33,7 +34,6 @@ from gateway.events.poller import ContractsPoller
 from gateway.events.receiver import MAX_BODY, signature, verify
 from gateway.events.resolve import AccountResolver
 from gateway.settings import load_settings
-from gateway.store import Database
 
 from .services import need_redis
 
@@ -548,7 +548,7 @@ def test_demo_sender_stops_with_undelivered_events_counted() -> None:
 
 
 async def test_the_pools_recycle_warning_is_published(gw: Running) -> None:
-    from gateway.pool.rules import PoolEvent
+    from features.pool.rules import PoolEvent
 
     at = datetime(2025, 3, 2, 8, 0, tzinfo=UTC)
     warning = PoolEvent("recycle_warning", "A100001", "u-1021", "system:pool-sweep", at, recycle_at=at)

@@ -20,8 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from gateway.store.db import STORE_ERRORS, Database, StoreUnavailable
-from gateway.store.models import event_inbox
+from features.store.db import STORE_ERRORS, Database, StoreUnavailable
+from features.store.models import event_inbox
 
 from .model import InboxEvent, StoredEvent
 

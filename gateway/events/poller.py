@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from connectors.contracts import ContractsConnector
 from connectors.errors import UpstreamError
 from connectors.models import Contract
-from gateway.store.db import StoreUnavailable
+from features.store.db import StoreUnavailable
 
 from .inbox import Inbox
 from .model import CONTRACT_CHANGED, InboxEvent

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from connectors.errors import UpstreamError
+from features.store.db import StoreUnavailable
 from gateway.cache import EntityCache
-from gateway.store.db import StoreUnavailable
 
 from .bus import BusUnavailable, EventBus
 from .inbox import Inbox

@@ -29,7 +29,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.store.db import StoreUnavailable
+from features.store.db import StoreUnavailable
 
 from .model import InboxEvent
 

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 from starlette.routing import Route
 
+from features.store.db import Database, StoreUnavailable
 from gateway.cache import EntityCache
 from gateway.settings import Settings
-from gateway.store.db import Database, StoreUnavailable
 from policies import Policy
 from policies.guard import Guard
 from schema.context import RequestContext
@@ -28,7 +28,7 @@ from .receiver import WebhookReceiver
 from .resolve import AccountResolver
 
 if TYPE_CHECKING:
-    from gateway.pool.rules import PoolEvent
+    from features.pool.rules import PoolEvent
 
 log = logging.getLogger("customer_graph.events")
 

@@ -11,8 +11,8 @@ import pytest
 
 from demo.data import DemoExamples
 from demo.servers import DemoSystems
+from features.store import AuditLog, Database
 from gateway.app import create_app
-from gateway.store import AuditLog, Database
 
 from .conftest import Graph, customer_id, settings_for
 

@@ -172,7 +172,7 @@ async def test_each_event_is_audited_before_it_is_sent(quiet: Live) -> None:
         await patch(live, live.pool, title="Audited title")
         got = await rep.receive()
         assert got["type"] == "next"
-    from gateway.store import AuditFilter
+    from features.store import AuditFilter
 
     page = await live.gateway.audit.query(AuditFilter(user_sub=live.rep, customer_id=live.pool), first=10)
     streamed = [r for r in page.records if r.operation_type == "subscription" and r.kind == "read"]

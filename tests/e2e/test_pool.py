@@ -24,9 +24,9 @@ from sqlalchemy.engine import make_url
 
 from demo.data import DemoExamples
 from demo.servers import DemoSystems
+from features.pool import PoolEvent, PoolService
+from features.store import AuditFilter, AuditLog, Database
 from gateway.app import create_app
-from gateway.pool import PoolEvent, PoolService
-from gateway.store import AuditFilter, AuditLog, Database
 from tests.store.conftest import _reachable, pg_test_url, services_required
 
 from .conftest import Graph, customer_id, settings_for

@@ -103,3 +103,12 @@ async def test_the_document_cache_is_bounded_by_bytes_and_keeps_only_valid_docum
             assert bad.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
         assert len(documents) == before
         assert all("nope" not in text for text in documents._by_text)
+
+
+async def test_limit_refusals_are_counted_in_metrics(systems: DemoSystems) -> None:
+    async with client_for(systems) as client:
+        await client.post("/graphql", json={"query": ATTACK}, headers=auth(["finance"]))
+        await client.post("/graphql", json={"query": ATTACK})
+        exposition = (await client.get("/metrics")).text
+    assert 'cg_limit_rejections_total{limit="selections"} 1.0' in exposition
+    assert 'cg_limit_rejections_total{limit="anonymous"} 1.0' in exposition

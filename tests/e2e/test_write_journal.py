@@ -69,7 +69,7 @@ async def behind_proxy(
 
 
 async def _drop(url: str, schema: str) -> None:
-    from gateway.store import Database
+    from features.store import Database
 
     db = Database(url)
     try:

@@ -24,8 +24,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from connectors.models import Account
-from gateway.store import AuditEntry, Database
-from gateway.store.models import metadata
+from features.store import AuditEntry, Database
+from features.store.models import metadata
 from tests.factories import make_account
 
 T = TypeVar("T")

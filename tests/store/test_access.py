@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.store import (
+from features.store import (
     AccessRequestError,
     AccessRequests,
     AccessRequestStatus,
@@ -290,7 +290,7 @@ async def test_failed_audit_stores_no_request(env: Env) -> None:
 
     event.listen(env.db.engine.sync_engine, "before_cursor_execute", fail_audit)
     try:
-        from gateway.store import StoreUnavailable
+        from features.store import StoreUnavailable
 
         with pytest.raises(StoreUnavailable):
             await env.access.request(REP, A1, ["taxId"], "why")

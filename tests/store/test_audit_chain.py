@@ -8,9 +8,9 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from gateway.store import AuditEntry, AuditFilter, AuditLog, Database
-from gateway.store.audit import canonical_json, chain_hash
-from gateway.store.models import GENESIS_HASH
+from features.store import AuditEntry, AuditFilter, AuditLog, Database
+from features.store.audit import canonical_json, chain_hash
+from features.store.models import GENESIS_HASH
 
 from .conftest import Backend, entry, raw, scalar
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import AuditEntry, AuditFilter, AuditLog, Database, InvalidCursor
-from gateway.store.audit import EXPORT_COLUMNS
-from gateway.store.cli import audit_export_main, audit_verify_main, db_upgrade_main
+from features.store import AuditEntry, AuditFilter, AuditLog, Database, InvalidCursor
+from features.store.audit import EXPORT_COLUMNS
+from gateway.store_cli import audit_export_main, audit_verify_main, db_upgrade_main
 
 from .conftest import Backend, entry, raw
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import AuditLog, Database
-from gateway.store.checkpoints import Checkpoints
+from features.store import AuditLog, Database
+from features.store.checkpoints import Checkpoints
 
 from .conftest import Backend, entry, raw, scalar
 

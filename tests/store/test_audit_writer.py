@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from gateway.store import AuditFilter, AuditLog, AuditUnavailable, Database
+from features.store import AuditFilter, AuditLog, AuditUnavailable, Database
 
 from .conftest import Backend, entry, raw, scalar
 

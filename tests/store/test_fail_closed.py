@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 
-from gateway.store import AuditLog, AuditUnavailable, Database
+from features.store import AuditLog, AuditUnavailable, Database
 
 from .conftest import Backend, entry, scalar
 from .proxy import TcpProxy

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from features.store import Database
+from features.store.models import event_inbox
 from gateway.events.inbox import Inbox
 from gateway.events.model import InboxEvent
-from gateway.store import Database
-from gateway.store.models import event_inbox
 
 from .conftest import Backend
 

@@ -10,10 +10,10 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from gateway.store import Database, DatabaseConfigError
-from gateway.store.db import DEFAULT_SQLITE_PATH, normalise_url
-from gateway.store.migrations import downgrade, head_revision
-from gateway.store.models import GENESIS_HASH, metadata
+from features.store import Database, DatabaseConfigError
+from features.store.db import DEFAULT_SQLITE_PATH, normalise_url
+from features.store.migrations import downgrade, head_revision
+from features.store.models import GENESIS_HASH, metadata
 
 from .conftest import Backend, scalar
 

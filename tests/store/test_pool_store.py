@@ -1,4 +1,4 @@
-"""The pool history and the sweep lock, on SQLite and PostgreSQL (gateway/pool/store.py, sweep.py)."""
+"""The pool history and the sweep lock, on SQLite and PostgreSQL (features/pool/store.py, sweep.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.pool.rules import PoolEventKind, PoolRecord
-from gateway.pool.store import PoolStore
-from gateway.pool.sweep import SweepLock
-from gateway.store import Database, InvalidCursor
+from features.pool.rules import PoolEventKind, PoolRecord
+from features.pool.store import PoolStore
+from features.pool.sweep import SweepLock
+from features.store import Database, InvalidCursor
 
 from .conftest import Backend, scalar
 

@@ -39,9 +39,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connectors.errors import UpstreamConflict, UpstreamError, UpstreamNotFound
 from connectors.models import Account, Activity
-from gateway.store.audit import AuditEntry, AuditLog
-from gateway.store.db import Database
-from gateway.store.models import pool_sweeps
+from features.store.audit import AuditEntry, AuditLog
+from features.store.db import Database
+from features.store.models import pool_sweeps
 
 from .rules import (
     SYSTEM_ACTOR,

@@ -3,7 +3,7 @@
 ``Database.migrate()`` calls ``upgrade()`` with a connection it already holds (inside a transaction).
 To write a new revision by hand (development)::
 
-    .venv/bin/python -c "from gateway.store.migrations import revision; revision('add x')"
+    .venv/bin/python -c "from features.store.migrations import revision; revision('add x')"
 """
 
 from __future__ import annotations

@@ -15,9 +15,10 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
-from ..settings import Settings, SettingsError, load_settings
-from .service import PoolService
-from .sweep import SweepResult
+from features.pool.service import PoolService
+from features.pool.sweep import SweepResult
+
+from .settings import Settings, SettingsError, load_settings
 
 
 def _print(result: SweepResult) -> None:
@@ -35,7 +36,7 @@ def _print(result: SweepResult) -> None:
 
 
 async def _run(settings: Settings, dry_run: bool) -> SweepResult:
-    from ..upstreams import build_upstreams
+    from .upstreams import build_upstreams
 
     upstreams = build_upstreams(settings)
     pool = PoolService.from_settings(settings, lambda: upstreams.sales)

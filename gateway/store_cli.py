@@ -19,10 +19,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, cast
 
-from ..settings import load_settings
-from .audit import AuditLog, AuditUnavailable
-from .checkpoints import checkpoints_for
-from .db import Database, DatabaseConfigError, StoreUnavailable, database_url_from_env, normalise_url
+from features.store.audit import AuditLog, AuditUnavailable
+from features.store.checkpoints import checkpoints_for
+from features.store.db import (
+    Database,
+    DatabaseConfigError,
+    StoreUnavailable,
+    database_url_from_env,
+    normalise_url,
+)
+
+from .settings import load_settings
 
 
 def _time(text: str) -> datetime:

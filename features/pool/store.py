@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.store.db import (
+from features.store.db import (
     STORE_ERRORS,
     Database,
     InvalidCursor,
@@ -29,7 +29,7 @@ from gateway.store.db import (
     decode_cursor,
     encode_cursor,
 )
-from gateway.store.models import pool_history
+from features.store.models import pool_history
 
 from .rules import HistoryPage, PoolEventKind, PoolRecord
 

@@ -23,8 +23,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gateway.store.audit import AuditLog
-from gateway.store.db import Database
+from features.store.audit import AuditLog
+from features.store.db import Database
 
 from . import rules
 from .rules import HistoryPage, OwnedAccount, OwnerActivity, PoolEvent, PoolRecord, PoolRules

@@ -114,7 +114,7 @@ access_requests = sa.Table(
     sa.Index("ix_access_requests_created", "created_at", "id"),
 )
 
-# --- the public pool (gateway/pool; migration 0002_pool) -------------------------------------------
+# --- the public pool (features/pool; migration 0002_pool) -------------------------------------------
 # ``pool_history``  one row per pool event: claim, release, recycle (auto or dormant), warning. ``owner_id``
 #                   is the rep concerned (who claimed, released, lost or was warned), ``actor`` who acted (a
 #                   user, or ``system:pool-sweep``); ``sales_stamp`` the sales system's own owner_since /

@@ -1,10 +1,10 @@
-"""Alembic environment: runs on the connection ``gateway.store.db.Database.migrate()`` hands over."""
+"""Alembic environment: runs on the connection ``features.store.db.Database.migrate()`` hands over."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from gateway.store.models import metadata
+from features.store.models import metadata
 
 config = context.config
 connection = config.attributes.get("connection")
@@ -20,7 +20,7 @@ if context.is_offline_mode():
     with context.begin_transaction():
         context.run_migrations()
 elif connection is None:
-    raise RuntimeError("run migrations through gateway.store.Database.migrate() (no alembic.ini)")
+    raise RuntimeError("run migrations through features.store.Database.migrate() (no alembic.ini)")
 else:
     context.configure(
         connection=connection,
