@@ -44,9 +44,10 @@ from .events.websocket import LiveTransportWSHandler, TextFrames, live_context, 
 from .graphiql import ASSETS_PATH, GraphiQLPage
 from .http import GraphQLOverHTTP
 from .limits import LimitsExtension, RequestLimits
-from .observability import Metrics, RequestIdMiddleware, accept_request_id, metrics_endpoint
+from .metrics import Metrics, metrics_endpoint
 from .persisted import PersistedQueries
 from .ratelimit import build_limiter
+from .request_id import RequestIdMiddleware, accept_request_id
 from .settings import Settings, SettingsError, load_settings
 from .tracing import TracingMiddleware, build_provider, trace_upstreams
 from .upstreams import build_upstreams
@@ -72,7 +73,7 @@ class GraphView(GraphQLOverHTTP):
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> RequestContext:
         gateway = self.gateway
-        # the middleware put its (checked) id in the headers: one rule, gateway/observability.py
+        # the middleware put its (checked) id in the headers: one rule, gateway/request_id.py
         request_id = accept_request_id(request.headers.get("x-request-id"))
         principal = None
         auth_error = None

@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from .auth import DEV_TOKEN_HOURS
-from .observability import configure_logging
+from .logs import configure_logging
 from .settings import SettingsError, load_settings
 
 DEMO_ENV = Path("var") / "demo.env"  # written by ``customer-graph demo`` (its secret, for more tokens)

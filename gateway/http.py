@@ -165,7 +165,7 @@ class GraphQLOverHTTP(GraphQL[RequestContext, None]):
         try:
             response = await self.answer(request)
         except ClientDisconnect:
-            raise  # nobody to answer: the request log line says 499 (gateway/observability.py)
+            raise  # nobody to answer: the request log line says 499 (gateway/request_id.py)
         except Exception:
             log.exception("request failed", extra={"path": scope.get("path")})
             response = self._answer(

@@ -20,15 +20,9 @@ from starlette.routing import Route
 from connectors import SalesConnector, SupportConnector, UpstreamUnavailable
 from connectors.models import System
 from connectors.resilience import BreakerState, get_deadline
-from gateway.observability import (
-    JsonFormatter,
-    Metrics,
-    RequestIdMiddleware,
-    accept_request_id,
-    configure_logging,
-    current_request_id,
-    metrics_endpoint,
-)
+from gateway.logs import JsonFormatter, configure_logging
+from gateway.metrics import Metrics, metrics_endpoint
+from gateway.request_id import RequestIdMiddleware, accept_request_id, current_request_id
 from tests.connectors.fakes import Recorder, raw_account
 
 EMAIL = "Wang.Fang@ChengChuan.cn"

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
-from gateway.observability import configure_logging
+from gateway.logs import configure_logging
 from gateway.server import guarded_http
 from gateway.settings import load_settings
 

@@ -1,33 +1,21 @@
-"""What an operator sees: Prometheus metrics, JSON log lines, and a request id on every request.
+"""The gateway's Prometheus metrics, in their own ``CollectorRegistry`` (one per app, so tests can build
+several), served by ``metrics_endpoint`` at ``/metrics``. ``Metrics.watch(connector)`` plugs a
+connector's attempt observer and breaker listener in; ``Metrics.graphql_extension()`` is a strawberry
+extension that counts and times operations.
 
-- ``Metrics``: the gateway's metrics in their own ``CollectorRegistry`` (one per app, so tests can
-  build several), served by ``metrics_endpoint`` at ``/metrics``. ``Metrics.watch(connector)``
-  plugs a connector's attempt observer and breaker listener in; ``Metrics.graphql_extension()``
-  is a strawberry extension that counts and times operations.
-- ``configure_logging``: one JSON object per line on stderr (``JsonFormatter``), with the request
-  id of the request being served.
-- ``RequestIdMiddleware``: a pure-ASGI middleware that accepts ``X-Request-Id`` (short, plain) or
-  makes one, returns it, opens the request's deadline, and logs one line per HTTP request.
-
-No label and no log line carries personal data: labels are fixed names (systems, resources,
-statuses), operation names that are plain identifiers, or ``anonymous``/``other``; request log
-lines carry the route's path template, never a query string, body, header or token.
+No label carries personal data: labels are fixed names (systems, resources, statuses, limits),
+operation names that are plain identifiers of valid operations of callers with a token (at most 100),
+or ``anonymous``/``other``.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import sys
 import time
-import traceback
-import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextvars import ContextVar
-from datetime import UTC, datetime
-from typing import IO, Any, Final
+from typing import Any, Final
 
-import orjson
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -38,52 +26,20 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
 from strawberry.types.execution import PreExecutionError
 
 from connectors.base import Connector
 from connectors.models import System
-from connectors.resilience import BreakerState, deadline_scope
+from connectors.resilience import BreakerState
 
-__all__ = [
-    "JsonFormatter",
-    "Metrics",
-    "RequestIdMiddleware",
-    "accept_request_id",
-    "configure_logging",
-    "current_request_id",
-    "metrics_endpoint",
-    "request_id_var",
-]
+__all__ = ["OPERATION_NAME", "Metrics", "metrics_endpoint"]
 
-log = logging.getLogger("customer_graph.gateway")
 upstream_log = logging.getLogger("customer_graph.upstream")
 
-# --- request id ------------------------------------------------------------------------------
-
-request_id_var: ContextVar[str | None] = ContextVar("customer_graph_request_id", default=None)
-
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-
-def current_request_id() -> str | None:
-    """The id of the request being served in this context, if any."""
-    return request_id_var.get()
-
-
-def accept_request_id(given: str | None) -> str:
-    """The caller's id when it is short and plain (letters, digits, ``-_.:``, ≤ 128), else a new one."""
-    if given and _REQUEST_ID.fullmatch(given):
-        return given
-    return uuid.uuid4().hex
-
-
-# --- metrics ---------------------------------------------------------------------------------
-
-_OPERATION = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+OPERATION_NAME = _OPERATION = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _LABEL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 REQUEST_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -312,175 +268,3 @@ async def metrics_endpoint(request: Request) -> Response:
     """``GET /metrics``: the ``Metrics`` at ``request.app.state.metrics`` in Prometheus text format."""
     metrics: Metrics = request.app.state.metrics
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-
-# --- logging ---------------------------------------------------------------------------------
-
-# ``extra=`` keys a log line may carry; anything else passed in ``extra`` is dropped.
-LOG_FIELDS: Final = (
-    "method",
-    "path",
-    "status",
-    "duration_ms",
-    "system",
-    "resource",
-    "kind",
-    "attempt",
-    "operation",
-    "outcome",
-    "state",
-    "limit",
-    "count",
-    "graphql_path",
-    "apq",
-)
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ``time``, ``level``, ``logger``, ``message``, ``request_id`` (when
-    serving a request), the whitelisted ``extra`` fields (scalars only), and for an exception its
-    type and stack frames (not its message, which may quote data)."""
-
-    def __init__(self, fields: Iterable[str] = LOG_FIELDS) -> None:
-        super().__init__()
-        self._fields = tuple(fields)
-
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        request_id = request_id_var.get()
-        if request_id is not None:
-            line["request_id"] = request_id
-        fields = record.__dict__
-        for name in self._fields:
-            value = fields.get(name)
-            if value is not None and isinstance(value, str | int | float | bool):
-                line[name] = value
-        if record.exc_info and record.exc_info[0] is not None:
-            exc_type, _, tb = record.exc_info
-            line["error_type"] = exc_type.__name__
-            line["stack"] = "".join(traceback.format_tb(tb))
-        return orjson.dumps(line, default=str).decode()
-
-
-_HANDLER_MARK = "_customer_graph_json"
-
-
-def configure_logging(level: int | str = "INFO", stream: IO[str] | None = None) -> logging.Handler:
-    """Send every log record to ``stream`` (stderr) as JSON lines; safe to call again.
-
-    Quietens what would log URLs (httpx, httpcore log each request's full URL, which holds ids and
-    e-mails) and uvicorn's access log (it logs query strings): ``RequestIdMiddleware`` logs requests.
-    """
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, _HANDLER_MARK, False):
-            root.removeHandler(handler)
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    setattr(handler, _HANDLER_MARK, True)
-    root.addHandler(handler)
-    root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "uvicorn.access", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    graphql = logging.getLogger("strawberry.execution")
-    if not any(isinstance(f, _RedactGraphQLErrors) for f in graphql.filters):
-        graphql.addFilter(_RedactGraphQLErrors())
-    return handler
-
-
-class _RedactGraphQLErrors(logging.Filter):
-    """strawberry logs each GraphQL error as its text: the message (a resolver's exception text)
-    and an excerpt of the query (which may hold literal e-mails or names). Keep only the field
-    path; the exception's type and frames still come through ``exc_info``."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        path = getattr(record.msg, "path", None)
-        record.msg, record.args = "graphql error", ()
-        if path:
-            record.graphql_path = ".".join(str(part) for part in path)
-        return True
-
-
-# --- middleware ------------------------------------------------------------------------------
-
-_HEADER = b"x-request-id"
-CLIENT_CLOSED = 499  # logged for a request whose client disconnected before the answer (nginx's code)
-
-
-class RequestIdMiddleware:
-    """Pure ASGI. For each HTTP request (and WebSocket): take the caller's ``X-Request-Id`` when
-    short and plain, else make one; make it the id seen downstream (the request's headers) and in
-    the logs (``request_id_var``); return it in the response headers; for HTTP, open the request's
-    ``deadline`` (seconds; ``None``: none); and log one line at the end: method, route path,
-    status, duration_ms."""
-
-    def __init__(
-        self, app: ASGIApp, *, deadline: float | None = None, logger: logging.Logger | None = None
-    ) -> None:
-        self.app = app
-        self.deadline = deadline
-        self.log = logger or log
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        given = None
-        headers: list[tuple[bytes, bytes]] = []
-        for name, value in scope.get("headers", ()):
-            if name == _HEADER:
-                given = value.decode("latin-1")
-            else:
-                headers.append((name, value))
-        request_id = accept_request_id(given)
-        encoded = request_id.encode("ascii")
-        headers.append((_HEADER, encoded))
-        inner: Scope = {**scope, "headers": headers}
-        status = 0
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            kind_ = message["type"]
-            if kind_ in ("http.response.start", "websocket.accept", "websocket.http.response.start"):
-                status = message.get("status", 101)
-                out = [(k, v) for k, v in message.get("headers", ()) if k.lower() != _HEADER]
-                out.append((_HEADER, encoded))
-                message = {**message, "headers": out}
-            elif kind_ == "websocket.close" and not status:
-                status = 403
-            await send(message)
-
-        token = request_id_var.set(request_id)
-        started = time.perf_counter()
-        try:
-            with deadline_scope(self.deadline if kind == "http" else None):
-                await self.app(inner, receive, send_with_id)
-        except ClientDisconnect:
-            status = status or CLIENT_CLOSED  # the client went away: nothing failed here, nothing to send
-        except BaseException:
-            status = status or 500
-            raise
-        finally:
-            route = inner.get("route")
-            path = getattr(route, "path", None)
-            extra: dict[str, object] = {
-                "method": scope.get("method", "WS") if kind == "http" else "WS",
-                "path": path if isinstance(path, str) else "unmatched",
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-            }
-            state = inner.get("state") or {}
-            operation = state.get("operation")
-            if isinstance(operation, str):  # a GraphQL name (a plain identifier), never a value
-                extra["operation"] = operation if _OPERATION.fullmatch(operation) else "other"
-            if state.get("apq"):
-                extra["apq"] = state["apq"]  # hit | miss | registered | unsupported
-            level = logging.ERROR if status >= 500 else logging.INFO
-            self.log.log(level, "request", extra=extra)
-            request_id_var.reset(token)
