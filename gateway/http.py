@@ -17,7 +17,6 @@ URL; a browser without a query gets GraphiQL), in ``application/json`` or
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from strawberry.types.graphql import OperationType
 from schema.context import RequestContext
 from schema.errors import INTERNAL_MESSAGE, BadUserInput, GraphError, RateLimited, formatted_errors
 
+from .body import BodyTooLarge, BodyTooSlow, read_body
 from .limits import longest_variable
 from .persisted import PersistedQueryNotFound, PersistedQueryNotSupported
 
@@ -261,26 +261,16 @@ class GraphQLOverHTTP(GraphQL[RequestContext, None]):
         return _operation(data)
 
     async def _read_body(self, request: Request) -> bytes:
-        limit = self.gateway.settings.max_body_bytes
-        too_large = RequestError.malformed(f"The request body is larger than {limit} bytes.", 413)
-        declared = request.headers.get("content-length")
-        if declared and declared.strip().isdigit() and int(declared) > limit:
-            raise too_large
-        chunks: list[bytes] = []
-        size = 0
-        seconds = self.gateway.settings.body_timeout
+        settings = self.gateway.settings
         try:
-            async with asyncio.timeout(seconds):  # a body trickled in to hold the connection
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > limit:
-                        raise too_large
-                    chunks.append(chunk)
-        except TimeoutError:
+            return await read_body(request, settings.max_body_bytes, settings.body_timeout)
+        except BodyTooLarge:
             raise RequestError.malformed(
-                f"The request body did not arrive within {seconds:g} s.", 408
+                f"The request body is larger than {settings.max_body_bytes} bytes.", 413
             ) from None
-        return b"".join(chunks)
+        except BodyTooSlow:
+            slow = f"The request body did not arrive within {settings.body_timeout:g} s."
+            raise RequestError.malformed(slow, 408) from None
 
     async def _execute(
         self,

@@ -31,11 +31,13 @@ from starlette.responses import JSONResponse, Response
 
 from features.store.db import StoreUnavailable
 
+from ..body import BodyTooLarge, BodyTooSlow, read_body
 from .model import InboxEvent
 
 log = logging.getLogger("customer_graph.events")
 
 MAX_BODY = 64 * 1024  # bytes; an event is a few hundred
+BODY_SECONDS = 10.0  # a system sends its event at once
 SIGNATURE_HEADERS = {"sales": "x-sales-signature", "support": "x-helpdesk-signature"}
 _ACCOUNT_NO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@#-]{0,199}$")  # event ids and types
@@ -137,10 +139,14 @@ class WebhookReceiver:
         secret = self.secrets.get(source)
         if secret is None:
             return _answer(404, error=f"webhooks from {source} are not configured")
-        body = await _read(request)
-        if body is None:
+        try:
+            body = await read_body(request, MAX_BODY, BODY_SECONDS)
+        except BodyTooLarge:
             self.counts["refused"] += 1
             return _answer(413, error=f"the body is larger than {MAX_BODY} bytes")
+        except BodyTooSlow:
+            self.counts["refused"] += 1
+            return _answer(408, error=f"the body did not arrive within {BODY_SECONDS:g} s")
         if not verify(source, secret, body, request.headers.get(SIGNATURE_HEADERS[source])):
             self.counts["refused"] += 1
             log.warning("webhook refused: bad or missing signature", extra={"source": source})
@@ -166,18 +172,3 @@ class WebhookReceiver:
             return _answer(202, status="accepted", event_id=event.event_id)
         self.counts["duplicate"] += 1
         return _answer(200, status="duplicate", event_id=event.event_id)
-
-
-async def _read(request: Request) -> bytes | None:
-    """The body, or None when it is larger than ``MAX_BODY`` (without reading much more)."""
-    declared = request.headers.get("content-length", "")
-    if declared.strip().isdigit() and int(declared) > MAX_BODY:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
