@@ -14,13 +14,14 @@ contracts) is a ``select``: an async batch predicate, asked per chunk of up to 1
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from connectors.models import Account, AccountPage, System
+from features.cursors import InvalidCursor
+from features.cursors import decode_cursor as decode_parts
+from features.cursors import encode_cursor as encode_parts
 
 from .errors import BadUserInput
 from .loaders import Loaders
@@ -65,18 +66,19 @@ class Page:
 
 
 def encode_cursor(offsets: list[int]) -> str:
-    return base64.urlsafe_b64encode(("o:" + ",".join(map(str, offsets))).encode()).decode()
+    """The streams' offsets, in the one cursor codec (``features/cursors.py``, kind ``o``)."""
+    return encode_parts("o", ",".join(map(str, offsets)))
 
 
 def decode_cursor(cursor: str, streams: int) -> list[int]:
     try:
-        kind, _, body = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
-        if not _OFFSETS.fullmatch(body):
-            raise ValueError(body)
-        offsets = [int(part) for part in body.split(",")]
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        (body,) = decode_parts("o", cursor, 1)
+    except InvalidCursor:
         raise BadUserInput("'after' is not a cursor from this connection.") from None
-    if kind != "o" or len(offsets) != streams or min(offsets) < 0:
+    if not _OFFSETS.fullmatch(body):
+        raise BadUserInput("'after' is not a cursor from this connection.")
+    offsets = [int(part) for part in body.split(",")]
+    if len(offsets) != streams:
         raise BadUserInput("'after' is not a cursor from this connection with this filter.")
     return offsets
 

@@ -21,13 +21,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from features.cursors import InvalidCursor, decode_cursor, encode_cursor
 from features.store.db import (
     STORE_ERRORS,
     Database,
-    InvalidCursor,
     StoreUnavailable,
-    decode_cursor,
-    encode_cursor,
 )
 from features.store.models import pool_history
 

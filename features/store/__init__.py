@@ -12,6 +12,8 @@ See ``audit`` and ``access`` for the rules; ``cli`` for ``customer-graph audit e
 
 from __future__ import annotations
 
+from features.cursors import InvalidCursor
+
 from .access import (
     AccessRequest,
     AccessRequestError,
@@ -37,7 +39,6 @@ from .db import (
     DATABASE_URL_ENV,
     Database,
     DatabaseConfigError,
-    InvalidCursor,
     StoreUnavailable,
     database_url_from_env,
 )

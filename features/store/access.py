@@ -32,11 +32,12 @@ from typing import Any, Literal, NoReturn, Protocol
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from features.cursors import InvalidCursor, decode_cursor, encode_cursor
 from policies import Policy, PolicyHolder, Principal
 from policies.catalogue import FIELDS
 
 from .audit import AuditEntry, AuditLog, AuditTransaction
-from .db import STORE_ERRORS, Database, InvalidCursor, StoreUnavailable, decode_cursor, encode_cursor
+from .db import STORE_ERRORS, Database, StoreUnavailable
 from .models import access_requests
 
 ErrorCode = Literal["FORBIDDEN", "NOT_FOUND", "BAD_USER_INPUT", "CONFLICT"]

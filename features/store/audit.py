@@ -53,15 +53,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from features.cursors import InvalidCursor, decode_cursor, encode_cursor
+
 from .checkpoints import CheckpointError, Checkpoints
 from .db import (
     AUDIT_CHAIN_LOCK_KEY,
     STORE_ERRORS,
     Database,
-    InvalidCursor,
     StoreUnavailable,
-    decode_cursor,
-    encode_cursor,
 )
 from .models import (
     CHAIN_HEAD_ID,

@@ -16,8 +16,6 @@ thread hop per transaction instead of one per statement.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import functools
 import logging
 import os
@@ -62,29 +60,6 @@ STORE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
 
 class StoreUnavailable(Exception):
     """The gateway's database cannot be reached or refused the operation. The gateway answers ``INTERNAL``."""
-
-
-class InvalidCursor(ValueError):
-    """A paging cursor this store did not hand out (the schema answers ``BAD_USER_INPUT``)."""
-
-
-def encode_cursor(kind: str, *parts: str) -> str:
-    """An opaque cursor: base64url of ``kind:part:part``, no padding."""
-    raw = ":".join((kind, *parts)).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(kind: str, cursor: str, count: int) -> list[str]:
-    """The ``count`` parts of a cursor of ``kind``; raises ``InvalidCursor`` for anything else."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidCursor("invalid cursor") from None
-    head, _, rest = raw.partition(":")
-    parts = rest.split(":", count - 1) if rest else []
-    if head != kind or len(parts) != count or not all(parts):
-        raise InvalidCursor("invalid cursor")
-    return parts
 
 
 def database_url_from_env(environ: Mapping[str, str] | None = None) -> str | None:
