@@ -27,6 +27,7 @@ from features.store.audit import AuditLog
 from features.store.db import Database
 
 from . import rules
+from .claims import ClaimLock
 from .rules import HistoryPage, OwnedAccount, OwnerActivity, PoolEvent, PoolRecord, PoolRules
 from .store import PoolStore
 from .sweep import Evict, SalesPort, Sweeper, SweepResult
@@ -62,6 +63,7 @@ class PoolService:
         self._ready: asyncio.Lock | None = None
         self._migrated = False
         self._claims: dict[str, tuple[asyncio.Lock, int]] = {}  # rep → (lock, users)
+        self._claim_lock: ClaimLock | None = None
         self._task: asyncio.Task[None] | None = None
         self._store: PoolStore | None = None
         self._sweeper: Sweeper | None = None
@@ -135,13 +137,18 @@ class PoolService:
 
     @contextlib.asynccontextmanager
     async def claiming(self, sub: str) -> AsyncIterator[None]:
-        """One claim at a time per rep in this process: the owned count it checks stays true until its
-        claim is done (across instances two simultaneous claims may still pass the limit together)."""
+        """One claim at a time per rep: in this process (a lock), and across every process and
+        instance sharing the database (``claims.ClaimLock``), so the owned count a claim checks stays
+        true until its owner change is done."""
         lock, users = self._claims.get(sub) or (asyncio.Lock(), 0)
         self._claims[sub] = (lock, users + 1)
         try:
             async with lock:
-                yield
+                await self.ready()
+                if self._claim_lock is None:
+                    self._claim_lock = ClaimLock(self.database)
+                async with self._claim_lock.hold(sub):
+                    yield
         finally:
             lock, users = self._claims[sub]
             if users <= 1:
