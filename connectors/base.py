@@ -50,6 +50,7 @@ from .resilience import (
     BreakerListener,
     CircuitBreaker,
     RateLimiter,
+    SharedSlots,
     backoff_delay,
     deadline_scope,
     parse_retry_after,
@@ -172,6 +173,9 @@ class Connector:
         self.max_in_flight = max_in_flight
         self.in_flight = 0
         self._slots = asyncio.Semaphore(max_in_flight)
+        # the deployment-wide bound, when the gateway shares one (gateway/shared_limits.py): a call
+        # holds a lease from it as well as a slot of this process
+        self.shared_slots: SharedSlots | None = None
         self._rate = None if max_rate is None else RateLimiter(max_rate)
         self.observer = observer
         self.tracer: Tracer | None = None  # set by the gateway when tracing is on (gateway/tracing.py)
@@ -350,6 +354,14 @@ class Connector:
                     raise self._out_of_time(error, verdict) from None
             else:
                 await slots.acquire()
+            lease: str | None = None
+            if self.shared_slots is not None:
+                left = None if deadline is None else deadline - _clock()
+                lease = await self.shared_slots.acquire(left)
+                if lease is None:
+                    slots.release()
+                    self._observe(resource, "queue_timeout", _clock() - started, attempt)
+                    raise self._out_of_time(error, verdict)
 
             # One attempt, bounded by the per-call timeout and the time left. A caller that gives up
             # (timeout, deadline, cancellation) does not free the slot while the system still works on
@@ -392,10 +404,13 @@ class Connector:
                     self._observe(resource, exc.kind, _clock() - sent, attempt)
             finally:
                 if exchange is not None and not exchange.done():
-                    exchange.add_done_callback(self._release_abandoned)  # the slot is freed there
+                    # the slot (and the shared lease) are freed when the system has answered
+                    exchange.add_done_callback(functools.partial(self._release_abandoned, lease))
                 else:
                     self.in_flight -= 1
                     slots.release()
+                    if lease is not None and self.shared_slots is not None:
+                        self.shared_slots.release(lease)
 
             # The verdict, and whether (and when) to go again.
             delay: float | None = None
@@ -460,10 +475,12 @@ class Connector:
             return _Failed(UpstreamUnavailable(self.system, "timeout"), None)
         return _Failed(error, verdict)
 
-    def _release_abandoned(self, exchange: asyncio.Future[httpx.Response]) -> None:
+    def _release_abandoned(self, lease: str | None, exchange: asyncio.Future[httpx.Response]) -> None:
         """A call given up on has ended at the system (answered, or its connection closed)."""
         self.in_flight -= 1
         self._slots.release()
+        if lease is not None and self.shared_slots is not None:
+            self.shared_slots.release(lease)
         if not exchange.cancelled():
             exchange.exception()  # retrieved: an abandoned call's failure is nobody's news
 

@@ -303,3 +303,14 @@ class RateLimiter:
             return None
         self._tat = tat + self._interval
         return wait
+
+
+class SharedSlots(Protocol):
+    """A bound on calls in flight shared by every process of a deployment (the gateway implements it
+    on Redis: ``gateway/shared_limits.py``). ``acquire`` waits at most ``timeout`` seconds (``None``:
+    as long as it takes) and returns a lease, or ``None`` when none came in time; ``release`` gives
+    the lease back without waiting."""
+
+    async def acquire(self, timeout: float | None) -> str | None: ...
+
+    def release(self, lease: str) -> None: ...

@@ -49,6 +49,7 @@ from .persisted import PersistedQueries
 from .ratelimit import build_limiter
 from .request_id import RequestIdMiddleware, accept_request_id
 from .settings import Settings, SettingsError, load_settings
+from .shared_limits import RedisSlots
 from .tracing import TracingMiddleware, build_provider, trace_upstreams
 from .upstreams import build_upstreams
 
@@ -162,6 +163,7 @@ class Gateway:
             document_cache=self.limits.documents, precheck=self.limits.precheck, extensions=extensions
         )
         self._upstreams = upstreams
+        self.shared_slots: RedisSlots | None = None
         self.policies = PolicyHolder(policy_path(settings.policy_file or None))
         try:
             ttls = parse_ttls(settings.cache_ttls)
@@ -222,6 +224,19 @@ class Gateway:
     def upstreams(self) -> Upstreams:
         if self._upstreams is None:
             self._upstreams = build_upstreams(self.settings)
+            if self.settings.redis_url:  # the register's 4 in flight, for the whole deployment
+                limit = self.settings.contracts_max_in_flight
+                self.shared_slots = RedisSlots(
+                    self.settings.redis_url,
+                    "contracts",
+                    limit,
+                    fallback=limit // max(1, self.settings.expected_instances),
+                    ttl=self.settings.shared_lease_ttl,
+                )
+                self._upstreams.contracts.shared_slots = self.shared_slots
+                self.metrics.watch_shared_limit(
+                    "contracts", lambda: self.shared_slots is not None and self.shared_slots.degraded
+                )
             connectors = (self._upstreams.sales, self._upstreams.support, self._upstreams.contracts)
             for connector in connectors:
                 self.metrics.watch(connector)
@@ -240,7 +255,10 @@ class Gateway:
             c.system.value: {"reachable": ok, "circuit": c.status()["breaker"]}
             for c, ok in zip(connectors, healthy, strict=True)
         }
-        return all(healthy) and database, {"systems": systems, "database": {"reachable": database}}
+        details: dict[str, Any] = {"systems": systems, "database": {"reachable": database}}
+        if self.shared_slots is not None:  # degraded, not down: each instance then keeps its share
+            details["sharedLimits"] = {"contracts": "fallback" if self.shared_slots.degraded else "redis"}
+        return all(healthy) and database, details
 
     async def record_audit(self, context: RequestContext) -> bool:
         """Write the request's audit records before its answer leaves; False when the store failed.
@@ -305,6 +323,8 @@ class Gateway:
         if self._upstreams is not None:
             await self._upstreams.aclose()
             self._upstreams = None
+        if self.shared_slots is not None:
+            await self.shared_slots.aclose()
         await self.audit.aclose()
         await self.database.aclose()
 

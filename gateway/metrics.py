@@ -114,6 +114,12 @@ class Metrics:
         self.breaker_state = Gauge(
             "cg_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open.", ["system"], registry=r
         )
+        self.shared_fallback = Gauge(
+            "cg_shared_limit_fallback",
+            "1 while a deployment-wide limit falls back to this instance's share (Redis unreachable).",
+            ["system"],
+            registry=r,
+        )
         self.limit_rejections = Counter(
             "cg_limit_rejections", "Work refused by a limit.", ["limit"], registry=r
         )
@@ -208,6 +214,11 @@ class Metrics:
         )
 
     # --- limits and caches -----------------------------------------------------------------
+
+    def watch_shared_limit(self, system: str, degraded: Callable[[], bool]) -> None:
+        """``cg_shared_limit_fallback{system}``: 1 while the instance keeps its own share of a
+        deployment-wide limit because Redis cannot be reached."""
+        self.shared_fallback.labels(system).set_function(lambda: float(degraded()))
 
     def limit_rejected(self, limit: str) -> None:
         """A request (or part of one) was refused by ``limit`` (a fixed name: ``depth``, ``cost``…)."""

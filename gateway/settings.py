@@ -70,6 +70,11 @@ class Settings:
     rate_limit_burst: int = 200  # requests a caller may send at once
     rate_limit_per_role: Mapping[str, int] = field(default_factory=dict)  # role → per minute
     redis_url: str = ""  # shared state between gateway processes (rate-limit buckets, cache invalidation)
+    # With redis_url the register's in-flight bound holds for the deployment (gateway/shared_limits.py);
+    # while Redis is unreachable each instance keeps limit // expected_instances. A lease expires
+    # after shared_lease_ttl seconds, so a dead instance's leases come back.
+    expected_instances: int = 3
+    shared_lease_ttl: float = 40.0
     persisted_queries: str = "apq"  # "off" | "apq" | "allowlist"
     allowlist_file: str = ""  # JSON/YAML: operation hash → name (+ query, roles)
     apq_cache_size: int = 1000  # automatic persisted queries kept (LRU)

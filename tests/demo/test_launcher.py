@@ -119,8 +119,8 @@ def test_serve_takes_host_and_port(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
     monkeypatch.setenv("CG_JWT_SECRET", "serve-test-secret-0123456789abcdef")
-    monkeypatch.delenv("CG_HOST", raising=False)
-    monkeypatch.delenv("CG_PORT", raising=False)
+    monkeypatch.setenv("CG_HOST", "")  # serve writes them for its workers: restored after the test
+    monkeypatch.setenv("CG_PORT", "")
     assert main(["serve", "--host", "127.0.0.2", "--port", "8765"]) == 0
     assert (seen["host"], seen["port"]) == ("127.0.0.2", 8765)
     assert Authenticator(load_settings())  # the settings the workers read agree

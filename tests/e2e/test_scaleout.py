@@ -1,0 +1,183 @@
+"""Three gateway processes (``customer-graph serve``) on one machine, one database and one Redis, over the
+demo systems: the register's 4-in-flight contract holds for the deployment, not per process, and an
+instance killed mid-load (SIGKILL) leaks no slot once its leases expire."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from demo.servers import DemoSystems
+from gateway.auth import issue_token
+from tests.services import need_redis
+
+from .conftest import CUSTOMERS, SECRET, SEED
+
+pytestmark = pytest.mark.services
+
+LEASE_TTL = 3.0
+QUERY = "query($no: String!) { customer(accountNo: $no) { contracts { contractId } } }"
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def register(systems: DemoSystems) -> Iterator[DemoSystems]:
+    with DemoSystems(
+        systems.data_dir,
+        customers=CUSTOMERS,
+        seed=SEED,
+        sales_port=0,
+        support_port=0,
+        contracts_port=0,
+        support_rate=10_000,
+        in_memory=True,
+        contracts_latency_ms=(300.0, 300.0),  # inside the register's own gate: a 5th call is 503 "busy"
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def instances(register: DemoSystems, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Any]]:
+    redis_url = need_redis()
+    client = redis.Redis.from_url(redis_url)
+    client.delete("cg:slots:contracts")
+    folder: Path = tmp_path_factory.mktemp("scaleout")
+    env = {
+        **os.environ,
+        "CG_JWT_SECRET": SECRET,
+        "CG_SALES_URL": register.sales_url,
+        "CG_SALES_API_KEY": register.sales_api_key,
+        "CG_SUPPORT_URL": register.support_url,
+        "CG_SUPPORT_TOKEN": register.support_token,
+        "CG_CONTRACTS_URL": register.contracts_url,
+        "CG_CONTRACTS_USER": register.contracts_user,
+        "CG_CONTRACTS_PASSWORD": register.contracts_password,
+        "CG_DATABASE_URL": f"sqlite+aiosqlite:///{folder}/gateway.db",
+        "CG_REDIS_URL": redis_url,
+        "CG_CACHE": "false",
+        "CG_RATE_LIMIT_PER_MINUTE": "0",
+        "CG_CONTRACTS_POLL_INTERVAL": "0",
+        "CG_POOL_SWEEP_INTERVAL": "0",
+        "CG_UPSTREAM_TIMEOUT": "8",
+        "CG_REQUEST_DEADLINE": "15",
+        "CG_SHARED_LEASE_TTL": str(LEASE_TTL),
+        "CG_LOG_LEVEL": "WARNING",
+        "CG_HOST": "127.0.0.1",
+    }
+    processes = []
+    for _ in range(3):
+        port = _port()
+        command = [
+            sys.executable,
+            "-c",
+            "from gateway.cli import main; raise SystemExit(main())",
+            "serve",
+            "--port",
+            str(port),
+        ]
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        processes.append((process, f"http://127.0.0.1:{port}"))
+    try:
+        for process, url in processes:
+            deadline = time.monotonic() + 60
+            while True:
+                assert process.poll() is None, "a gateway process exited"
+                try:
+                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "a gateway did not start"
+                time.sleep(0.1)
+        yield processes
+    finally:
+        for process, _ in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process, _ in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        client.close()
+
+
+def _customers(register: DemoSystems, count: int) -> list[str]:
+    accounts = httpx.get(
+        register.sales_url + "/api/v1/accounts",
+        params={"per_page": 200},
+        headers=register.auth_headers("sales"),
+    ).json()["data"]
+    return [a["account_no"] for a in accounts if a["tax_id"]][:count]
+
+
+async def _load(urls: list[str], customers: list[str]) -> list[dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {issue_token(SECRET, sub='u-scale', roles=['legal'])}"}
+    async with httpx.AsyncClient(timeout=30) as client:
+
+        async def one(i: int, no: str) -> dict[str, Any]:
+            answer = await client.post(
+                urls[i % len(urls)] + "/graphql",
+                json={"query": QUERY, "variables": {"no": no}},
+                headers=headers,
+            )
+            body: dict[str, Any] = answer.json()
+            return body
+
+        return list(await asyncio.gather(*(one(i, no) for i, no in enumerate(customers))))
+
+
+def _register_load(register: DemoSystems) -> tuple[int, int]:
+    stats = register.stats("contracts")
+    return stats["statuses"].get("503", 0), max(
+        (e["peak_in_flight"] for e in stats["endpoints"].values()), default=0
+    )
+
+
+async def test_the_registers_limit_holds_across_three_instances(
+    instances: list[Any], register: DemoSystems
+) -> None:
+    urls = [url for _, url in instances]
+    register.reset_stats()
+    answers = await _load(urls, _customers(register, 24))  # 8 requests at once through each instance
+    busy, peak = _register_load(register)
+    assert busy == 0 and peak <= 4, (busy, peak)
+    assert all(a["data"]["customer"]["contracts"] is not None for a in answers), [
+        a.get("errors") for a in answers
+    ][:3]
+
+
+async def test_a_killed_instance_leaks_no_slot(instances: list[Any], register: DemoSystems) -> None:
+    urls = [url for _, url in instances]
+    victim, _ = instances[2]
+    loading = asyncio.ensure_future(_load(urls[2:], _customers(register, 8)))
+    await asyncio.sleep(0.4)  # its calls hold leases at the register now
+    victim.send_signal(signal.SIGKILL)
+    await asyncio.gather(loading, return_exceptions=True)
+    await asyncio.sleep(LEASE_TTL + 0.5)  # its leases expire
+    register.reset_stats()
+    started = time.monotonic()
+    answers = await _load(urls[:2], _customers(register, 16))
+    busy, peak = _register_load(register)
+    assert busy == 0 and peak == 4, (busy, peak)  # all four slots back in use, none beyond
+    assert all(a["data"]["customer"]["contracts"] is not None for a in answers)
+    assert (
+        time.monotonic() - started < 5
+    )  # 16 calls of 0.3 s, four at a time: ~1.2 s, not stuck on dead leases
