@@ -50,6 +50,7 @@ from .resilience import (
     BreakerListener,
     CircuitBreaker,
     RateLimiter,
+    SharedRate,
     SharedSlots,
     backoff_delay,
     deadline_scope,
@@ -176,6 +177,7 @@ class Connector:
         # the deployment-wide bound, when the gateway shares one (gateway/shared_limits.py): a call
         # holds a lease from it as well as a slot of this process
         self.shared_slots: SharedSlots | None = None
+        self.shared_rate: SharedRate | None = None  # likewise the system's call rate
         self._rate = None if max_rate is None else RateLimiter(max_rate)
         self.observer = observer
         self.tracer: Tracer | None = None  # set by the gateway when tracing is on (gateway/tracing.py)
@@ -340,7 +342,8 @@ class Connector:
                 raise self._out_of_time(error, verdict)
 
             # Wait for a rate token and an in-flight slot, never past the deadline.
-            if self._rate is not None and not await self._throttle(resource, attempt, deadline, started):
+            limited = self._rate is not None or self.shared_rate is not None
+            if limited and not await self._throttle(resource, attempt, deadline, started):
                 raise self._out_of_time(error, verdict)
             if slots.locked():
                 try:
@@ -460,8 +463,12 @@ class Connector:
 
     async def _throttle(self, resource: str, attempt: int, deadline: float | None, started: float) -> bool:
         """Wait for a rate token; ``False`` (and no wait) when none comes before the deadline."""
-        assert self._rate is not None
-        wait = self._rate.reserve(None if deadline is None else deadline - started)
+        max_wait = None if deadline is None else deadline - started
+        if self.shared_rate is not None:
+            wait = await self.shared_rate.reserve(max_wait)
+        else:
+            assert self._rate is not None
+            wait = self._rate.reserve(max_wait)
         if wait is None:
             self._observe(resource, "throttled", 0.0, attempt)
             return False

@@ -314,3 +314,11 @@ class SharedSlots(Protocol):
     async def acquire(self, timeout: float | None) -> str | None: ...
 
     def release(self, lease: str) -> None: ...
+
+
+class SharedRate(Protocol):
+    """A call rate shared by every process of a deployment (``gateway/shared_limits.py``):
+    ``reserve(max_wait)`` books the next call's slot and says how long to wait for it, or refuses
+    (``None``, nothing booked) when that would exceed ``max_wait`` — ``RateLimiter.reserve``'s contract."""
+
+    async def reserve(self, max_wait: float | None) -> float | None: ...

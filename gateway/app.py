@@ -49,7 +49,7 @@ from .persisted import PersistedQueries
 from .ratelimit import build_limiter
 from .request_id import RequestIdMiddleware, accept_request_id
 from .settings import Settings, SettingsError, load_settings
-from .shared_limits import RedisSlots
+from .shared_limits import RedisRate, RedisSlots
 from .tracing import TracingMiddleware, build_provider, trace_upstreams
 from .upstreams import build_upstreams
 
@@ -164,6 +164,7 @@ class Gateway:
         )
         self._upstreams = upstreams
         self.shared_slots: RedisSlots | None = None
+        self.shared_rate: RedisRate | None = None
         self.policies = PolicyHolder(policy_path(settings.policy_file or None))
         try:
             ttls = parse_ttls(settings.cache_ttls)
@@ -234,9 +235,19 @@ class Gateway:
                     ttl=self.settings.shared_lease_ttl,
                 )
                 self._upstreams.contracts.shared_slots = self.shared_slots
-                self.metrics.watch_shared_limit(
-                    "contracts", lambda: self.shared_slots is not None and self.shared_slots.degraded
-                )
+                slots = self.shared_slots
+                self.metrics.watch_shared_limit("contracts", lambda: slots.degraded)
+                if self.settings.support_max_rate:  # the helpdesk's rate, for the whole deployment
+                    rate = self.settings.support_max_rate
+                    shared_rate = RedisRate(
+                        self.settings.redis_url,
+                        "support",
+                        rate,
+                        fallback_rate=rate / max(1, self.settings.expected_instances),
+                    )
+                    self.shared_rate = shared_rate
+                    self._upstreams.support.shared_rate = shared_rate
+                    self.metrics.watch_shared_limit("support", lambda: shared_rate.degraded)
             connectors = (self._upstreams.sales, self._upstreams.support, self._upstreams.contracts)
             for connector in connectors:
                 self.metrics.watch(connector)
@@ -258,6 +269,8 @@ class Gateway:
         details: dict[str, Any] = {"systems": systems, "database": {"reachable": database}}
         if self.shared_slots is not None:  # degraded, not down: each instance then keeps its share
             details["sharedLimits"] = {"contracts": "fallback" if self.shared_slots.degraded else "redis"}
+            if self.shared_rate is not None:
+                details["sharedLimits"]["support"] = "fallback" if self.shared_rate.degraded else "redis"
         return all(healthy) and database, details
 
     async def record_audit(self, context: RequestContext) -> bool:
@@ -325,6 +338,8 @@ class Gateway:
             self._upstreams = None
         if self.shared_slots is not None:
             await self.shared_slots.aclose()
+        if self.shared_rate is not None:
+            await self.shared_rate.aclose()
         await self.audit.aclose()
         await self.database.aclose()
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import redis.asyncio as redis
 
+from connectors.resilience import RateLimiter
+
 log = logging.getLogger("customer_graph.shared_limits")
 
 # KEYS[1] the set; ARGV: limit, ttl (ms), lease. Returns 1 when the lease was added.
@@ -109,4 +111,50 @@ class RedisSlots:
     async def aclose(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._redis.aclose()
+
+
+# KEYS[1] the theoretical arrival time (ms); ARGV: interval (ms), max wait (ms, -1: none), ttl (ms).
+# GCRA, like connectors.resilience.RateLimiter, on Redis's clock: returns the wait in ms, or -1.
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local wait = tat - now
+local max_wait = tonumber(ARGV[2])
+if max_wait >= 0 and wait > max_wait then return -1 end
+redis.call('SET', KEYS[1], tostring(tat + tonumber(ARGV[1])), 'PX', tonumber(ARGV[3]))
+return math.floor(wait)
+"""
+
+
+class RedisRate:
+    """A system's call rate for the whole deployment (the helpdesk's ``RATE``): one schedule of call
+    slots in Redis. While Redis is unreachable the instance keeps ``rate // expected_instances``."""
+
+    def __init__(self, url: str, name: str, rate: float, *, fallback_rate: float, prefix: str = "cg") -> None:
+        self.key = f"{prefix}:rate:{name}"
+        self.interval_ms = 1000.0 / rate
+        self._fallback = RateLimiter(max(fallback_rate, 0.1))
+        self._redis: Any = redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._script: Any = self._redis.register_script(_RESERVE)
+        self.degraded_until = 0.0
+
+    @property
+    def degraded(self) -> bool:
+        return time.monotonic() < self.degraded_until
+
+    async def reserve(self, max_wait: float | None) -> float | None:
+        if not self.degraded:
+            try:
+                limit = -1 if max_wait is None else int(max_wait * 1000)
+                wait_ms = int(await self._script(keys=[self.key], args=[self.interval_ms, limit, 60_000]))
+                return None if wait_ms < 0 else wait_ms / 1000.0
+            except (redis.RedisError, OSError) as exc:
+                log.warning("shared rate: Redis unreachable (%s); this instance's share", type(exc).__name__)
+                self.degraded_until = time.monotonic() + RETRY_REDIS
+        return self._fallback.reserve(max_wait)
+
+    async def aclose(self) -> None:
         await self._redis.aclose()

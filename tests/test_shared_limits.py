@@ -57,7 +57,10 @@ async def test_readyz_and_metrics_say_when_the_share_is_used() -> None:
     async with gateway(CG_REDIS_URL=need_redis(), lifespan=True) as client:
         slots = client._transport.app.state.gateway.shared_slots  # type: ignore[attr-defined]
         assert slots is not None
-        assert (await client.get("/readyz")).json()["sharedLimits"] == {"contracts": "redis"}
+        assert (await client.get("/readyz")).json()["sharedLimits"] == {
+            "contracts": "redis",
+            "support": "redis",
+        }
         # Redis goes away (its address now refuses connections)
         await slots._redis.aclose()
         slots._redis = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
@@ -67,5 +70,28 @@ async def test_readyz_and_metrics_say_when_the_share_is_used() -> None:
         ready = (await client.get("/readyz")).json()
         metrics = (await client.get("/metrics")).text
         slots.release(lease)
-    assert ready["sharedLimits"] == {"contracts": "fallback"}
+    assert ready["sharedLimits"] == {"contracts": "fallback", "support": "redis"}
     assert 'cg_shared_limit_fallback{system="contracts"} 1.0' in metrics
+
+
+async def test_a_shared_rate_spaces_calls_across_instances_and_falls_back() -> None:
+    from gateway.shared_limits import RedisRate
+
+    url = need_redis()
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    one, two = (RedisRate(url, name, 10.0, fallback_rate=5.0) for _ in range(2))
+    try:
+        waits = [await (one if i % 2 else two).reserve(None) for i in range(6)]  # 6 calls, 2 instances
+        assert waits[0] == 0.0 and all(w is not None for w in waits)
+        assert waits[-1] is not None and waits[-1] >= 0.4  # the 6th call's slot is ~0.5 s out: 10/s in all
+        assert await one.reserve(0.1) is None  # no slot within 0.1 s: refused, nothing booked
+    finally:
+        await one.aclose()
+        await two.aclose()
+    down = RedisRate("redis://127.0.0.1:1/0", "support", 10.0, fallback_rate=10.0 / 3)
+    try:
+        assert await down.reserve(None) == 0.0 and down.degraded
+        second = await down.reserve(None)
+        assert second is not None and second > 0.25  # this instance's share: ~3.3 calls a second
+    finally:
+        await down.aclose()

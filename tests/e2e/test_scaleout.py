@@ -28,6 +28,7 @@ from .conftest import CUSTOMERS, SECRET, SEED
 pytestmark = pytest.mark.services
 
 LEASE_TTL = 3.0
+RATE = 40  # helpdesk calls a second, for the whole deployment
 QUERY = "query($no: String!) { customer(accountNo: $no) { contracts { contractId } } }"
 
 
@@ -80,6 +81,7 @@ def instances(register: DemoSystems, tmp_path_factory: pytest.TempPathFactory) -
         "CG_SHARED_LEASE_TTL": str(LEASE_TTL),
         "CG_LOG_LEVEL": "WARNING",
         "CG_HOST": "127.0.0.1",
+        "CG_SUPPORT_MAX_RATE": str(RATE),
     }
     processes = []
     for _ in range(3):
@@ -181,3 +183,37 @@ async def test_a_killed_instance_leaks_no_slot(instances: list[Any], register: D
     assert (
         time.monotonic() - started < 5
     )  # 16 calls of 0.3 s, four at a time: ~1.2 s, not stuck on dead leases
+
+
+async def test_the_helpdesks_rate_holds_across_three_instances(
+    instances: list[Any], register: DemoSystems
+) -> None:
+    urls = [url for _, url in instances if _.poll() is None]
+    accounts = httpx.get(
+        register.sales_url + "/api/v1/accounts",
+        params={"per_page": 200},
+        headers=register.auth_headers("sales"),
+    ).json()["data"]
+    emails = [a["account_no"] for a in accounts if a["email"]][:80]
+    headers = {"Authorization": f"Bearer {issue_token(SECRET, sub='u-rate', roles=['support_agent'])}"}
+    register.reset_stats()
+    started = time.monotonic()
+    async with httpx.AsyncClient(timeout=30) as client:
+        await asyncio.gather(
+            *(
+                client.post(
+                    urls[i % len(urls)] + "/graphql",
+                    json={
+                        "query": "query($no: String!) { customer(accountNo: $no) { tickets(first: 1) { id } } }",
+                        "variables": {"no": no},
+                    },
+                    headers=headers,
+                )
+                for i, no in enumerate(emails)
+            )
+        )
+    elapsed = time.monotonic() - started
+    calls = register.stats("support")["count"]
+    assert calls >= 80
+    # at RATE a second for the deployment the calls take calls / RATE seconds (per process: a third of it)
+    assert elapsed >= 0.8 * calls / RATE, (calls, elapsed)
