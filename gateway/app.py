@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import signal
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -49,7 +50,7 @@ from .persisted import PersistedQueries
 from .ratelimit import build_limiter
 from .request_id import RequestIdMiddleware, accept_request_id
 from .settings import Settings, SettingsError, load_settings
-from .shared_limits import RedisRate, RedisSlots
+from .shared_limits import BreakerBoard, RedisRate, RedisSlots
 from .tracing import TracingMiddleware, build_provider, trace_upstreams
 from .upstreams import build_upstreams
 
@@ -165,6 +166,11 @@ class Gateway:
         self._upstreams = upstreams
         self.shared_slots: RedisSlots | None = None
         self.shared_rate: RedisRate | None = None
+        # each instance's breaker states, reported for the deployment (gateway/shared_limits.py)
+        self.breakers = (
+            BreakerBoard(settings.redis_url, uuid.uuid4().hex[:12]) if settings.redis_url else None
+        )
+        self._breaker_beat: asyncio.Task[None] | None = None
         self.policies = PolicyHolder(policy_path(settings.policy_file or None))
         try:
             ttls = parse_ttls(settings.cache_ttls)
@@ -267,6 +273,9 @@ class Gateway:
             for c, ok in zip(connectors, healthy, strict=True)
         }
         details: dict[str, Any] = {"systems": systems, "database": {"reachable": database}}
+        if self.breakers is not None:
+            await self.breakers.publish(self._breaker_states())
+            details["deployment"] = await self.breakers.deployment()
         if self.shared_slots is not None:  # degraded, not down: each instance then keeps its share
             details["sharedLimits"] = {"contracts": "fallback" if self.shared_slots.degraded else "redis"}
             if self.shared_rate is not None:
@@ -293,6 +302,16 @@ class Gateway:
             return False
         return True
 
+    def _breaker_states(self) -> dict[str, str]:
+        upstreams = self.upstreams
+        connectors = (upstreams.sales, upstreams.support, upstreams.contracts)
+        return {c.system.value: c.breaker.state.value for c in connectors}
+
+    async def _beat_breakers(self, every: float = 5.0) -> None:
+        while self.breakers is not None:
+            await self.breakers.publish(self._breaker_states())
+            await asyncio.sleep(every)
+
     async def _watch_journal(self, every: float = 60.0) -> None:
         """At start and then every minute: writes whose outcome was never recorded go into the trail."""
         while True:
@@ -313,9 +332,10 @@ class Gateway:
             await self.cache.connect(self.settings.redis_url)
         await self.live.start()
         self.pool.start()
-        self._journal_watch = asyncio.get_running_loop().create_task(
-            self._watch_journal(), name="write-journal"
-        )
+        loop = asyncio.get_running_loop()
+        self._journal_watch = loop.create_task(self._watch_journal(), name="write-journal")
+        if self.breakers is not None:
+            self._breaker_beat = loop.create_task(self._beat_breakers(), name="breaker-report")
 
     def _evict_customer(self, account_no: str) -> None:
         if self.cache is not None:
@@ -340,6 +360,12 @@ class Gateway:
             await self.shared_slots.aclose()
         if self.shared_rate is not None:
             await self.shared_rate.aclose()
+        if self._breaker_beat is not None:
+            self._breaker_beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._breaker_beat
+        if self.breakers is not None:
+            await self.breakers.aclose()
         await self.audit.aclose()
         await self.database.aclose()
 

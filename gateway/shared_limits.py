@@ -158,3 +158,41 @@ class RedisRate:
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+
+
+class BreakerBoard:
+    """Each instance's circuit states, reported for the whole deployment: every few seconds (and on
+    ``/readyz``) an instance writes its states to a Redis hash that expires unless refreshed, so a
+    dead instance drops out; ``deployment()`` counts, per system, how many instances have it open,
+    half-open or closed. The breakers themselves stay per instance (each sees its own failures)."""
+
+    def __init__(self, url: str, instance: str, *, ttl: float = 15.0, prefix: str = "cg") -> None:
+        self.prefix = f"{prefix}:breakers:"
+        self.key = self.prefix + instance
+        self.ttl_ms = int(ttl * 1000)
+        self._redis: Any = redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+    async def publish(self, states: dict[str, str]) -> None:
+        with contextlib.suppress(redis.RedisError, OSError):  # reported again at the next beat
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self.key, mapping=states)
+                pipe.pexpire(self.key, self.ttl_ms)
+                await pipe.execute()
+
+    async def deployment(self) -> dict[str, Any] | None:
+        """``{"instances": n, "breakers": {system: {state: count}}}``; None when Redis cannot say."""
+        try:
+            keys = [key async for key in self._redis.scan_iter(match=self.prefix + "*", count=100)]
+            counts: dict[str, dict[str, int]] = {}
+            for key in keys:
+                for system, state in (await self._redis.hgetall(key)).items():
+                    by_state = counts.setdefault(system.decode(), {})
+                    by_state[state.decode()] = by_state.get(state.decode(), 0) + 1
+        except (redis.RedisError, OSError):
+            return None
+        return {"instances": len(keys), "breakers": counts}
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(redis.RedisError, OSError):
+            await self._redis.delete(self.key)  # a stopping instance leaves the report at once
+        await self._redis.aclose()

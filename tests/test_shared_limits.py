@@ -95,3 +95,24 @@ async def test_a_shared_rate_spaces_calls_across_instances_and_falls_back() -> N
         assert second is not None and second > 0.25  # this instance's share: ~3.3 calls a second
     finally:
         await down.aclose()
+
+
+async def test_readyz_reports_the_breakers_of_every_instance() -> None:
+    """Breakers stay per instance (each sees its own failures), but every instance's /readyz says how
+    many instances of the deployment have each system's circuit open."""
+    from .gateway_client import bearer, gateway
+
+    url = need_redis()
+    async with (
+        gateway(CG_REDIS_URL=url, CG_BREAKER_FAILURES="100", lifespan=True) as one,  # stays closed
+        gateway(CG_REDIS_URL=url, CG_BREAKER_FAILURES="1", lifespan=True) as two,
+    ):
+        # through instance two, a customer read: the (unreachable) sales system opens its circuit there
+        await two.post(
+            "/graphql", json={"query": "{ customers(first: 1) { totalCount } }"}, headers=bearer(["finance"])
+        )
+        await two.get("/readyz")  # publishes two's states now (otherwise within 5 s)
+        seen = (await one.get("/readyz")).json()["deployment"]
+    assert seen["instances"] >= 2
+    assert seen["breakers"]["sales"].get("open", 0) >= 1
+    assert seen["breakers"]["sales"].get("closed", 0) >= 1  # instance one's own circuit is closed
