@@ -29,6 +29,7 @@ pytestmark = pytest.mark.services
 
 LEASE_TTL = 3.0
 RATE = 40  # helpdesk calls a second, for the whole deployment
+HOOK_SECRET = "scaleout-sales-webhook-secret"
 QUERY = "query($no: String!) { customer(accountNo: $no) { contracts { contractId } } }"
 
 
@@ -73,7 +74,12 @@ def instances(register: DemoSystems, tmp_path_factory: pytest.TempPathFactory) -
         "CG_DATABASE_URL": f"sqlite+aiosqlite:///{folder}/gateway.db",
         "CG_REDIS_URL": redis_url,
         "CG_CACHE": "false",
-        "CG_RATE_LIMIT_PER_MINUTE": "0",
+        # finance callers: 60 a minute, 3 at once (shared by the instances through Redis); the roles the
+        # other tests use are unlimited in practice
+        "CG_RATE_LIMIT_PER_MINUTE": "60",
+        "CG_RATE_LIMIT_BURST": "3",
+        "CG_RATE_LIMIT_PER_ROLE": "legal=6000000,support_agent=6000000",
+        "CG_SALES_WEBHOOK_SECRET": HOOK_SECRET,
         "CG_CONTRACTS_POLL_INTERVAL": "0",
         "CG_POOL_SWEEP_INTERVAL": "0",
         "CG_UPSTREAM_TIMEOUT": "8",
@@ -217,3 +223,66 @@ async def test_the_helpdesks_rate_holds_across_three_instances(
     assert calls >= 80
     # at RATE a second for the deployment the calls take calls / RATE seconds (per process: a third of it)
     assert elapsed >= 0.8 * calls / RATE, (calls, elapsed)
+
+
+async def test_a_callers_rate_limit_holds_across_instances(instances: list[Any]) -> None:
+    urls = [url for process, url in instances if process.poll() is None]
+    headers = {
+        "Authorization": f"Bearer {issue_token(SECRET, sub=f'u-fin-{time.time_ns()}', roles=['finance'])}"
+    }
+    async with httpx.AsyncClient(timeout=10) as client:
+        statuses = [
+            (
+                await client.post(
+                    urls[i % len(urls)] + "/graphql", json={"query": "{ viewer { id } }"}, headers=headers
+                )
+            ).status_code
+            for i in range(6)
+        ]
+    # a burst of 3 for the caller across the deployment (per instance it would have been 3 each)
+    assert statuses.count(200) == 3 and statuses.count(429) == 3, statuses
+
+
+async def test_a_webhook_taken_by_one_instance_reaches_a_subscriber_on_another(
+    instances: list[Any], register: DemoSystems
+) -> None:
+    import hashlib
+    import hmac
+    import json
+
+    import websockets
+
+    urls = [url for process, url in instances if process.poll() is None]
+    account_no = _customers(register, 1)[0]
+    token = issue_token(SECRET, sub="u-steward", roles=["data_steward"])
+    async with websockets.connect(
+        urls[1].replace("http", "ws") + "/graphql", subprotocols=["graphql-transport-ws"]
+    ) as ws:  # type: ignore[list-item]
+        await ws.send(
+            json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
+        )
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        query = "subscription { myCustomersChanged { kind customer { accountNo } } }"
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
+        await asyncio.sleep(0.5)  # subscribed on instance two
+        body = json.dumps(
+            {
+                "event_id": f"ev-{time.time_ns()}",
+                "type": "account.updated",
+                "account_no": account_no,
+                "occurred_at": "2026-12-04T00:00:00Z",
+            }
+        ).encode()
+        signature = "sha256=" + hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        accepted = httpx.post(
+            urls[0] + "/hooks/sales",
+            content=body,
+            headers={"Content-Type": "application/json", "X-Sales-Signature": signature},
+        )
+        assert accepted.status_code == 202, accepted.text
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if message["type"] == "next":
+                break
+    change = message["payload"]["data"]["myCustomersChanged"]
+    assert change["kind"] == "ACCOUNT_UPDATED" and change["customer"]["accountNo"] == account_no
