@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +21,7 @@ import redis
 from demo.servers import DemoSystems
 from gateway.auth import issue_token
 from tests.services import need_redis
+from tests.store.conftest import pg_url, run_elsewhere  # noqa: F401 (pg_url: the fixture)
 
 from .conftest import CUSTOMERS, SECRET, SEED
 
@@ -56,11 +56,11 @@ def register(systems: DemoSystems) -> Iterator[DemoSystems]:
 
 
 @pytest.fixture(scope="module")
-def instances(register: DemoSystems, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Any]]:
+def instances(register: DemoSystems, pg_url: str) -> Iterator[list[Any]]:  # noqa: F811
     redis_url = need_redis()
+    schema = f"cg_scale_{time.time_ns() % 10**10}"
     client = redis.Redis.from_url(redis_url)
     client.delete("cg:slots:contracts")
-    folder: Path = tmp_path_factory.mktemp("scaleout")
     env = {
         **os.environ,
         "CG_JWT_SECRET": SECRET,
@@ -71,7 +71,7 @@ def instances(register: DemoSystems, tmp_path_factory: pytest.TempPathFactory) -
         "CG_CONTRACTS_URL": register.contracts_url,
         "CG_CONTRACTS_USER": register.contracts_user,
         "CG_CONTRACTS_PASSWORD": register.contracts_password,
-        "CG_DATABASE_URL": f"sqlite+aiosqlite:///{folder}/gateway.db",
+        "CG_DATABASE_URL": f"{pg_url}?schema={schema}",  # one PostgreSQL for the three
         "CG_REDIS_URL": redis_url,
         "CG_CACHE": "false",
         # finance callers: 60 a minute, 3 at once (shared by the instances through Redis); the roles the
@@ -125,6 +125,23 @@ def instances(register: DemoSystems, tmp_path_factory: pytest.TempPathFactory) -
             except subprocess.TimeoutExpired:
                 process.kill()
         client.close()
+        _drop_schema(pg_url, schema)
+
+
+def _drop_schema(url: str, schema: str) -> None:
+    async def drop() -> None:
+        import sqlalchemy as sa
+
+        from features.store import Database
+
+        db = Database(url)
+        try:
+            async with db.engine.begin() as conn:
+                await conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        finally:
+            await db.aclose()
+
+    run_elsewhere(drop())
 
 
 def _customers(register: DemoSystems, count: int) -> list[str]:
@@ -286,3 +303,59 @@ async def test_a_webhook_taken_by_one_instance_reaches_a_subscriber_on_another(
                 break
     change = message["payload"]["data"]["myCustomersChanged"]
     assert change["kind"] == "ACCOUNT_UPDATED" and change["customer"]["accountNo"] == account_no
+
+
+async def test_no_accepted_event_is_lost_when_the_instance_that_took_it_dies(
+    instances: list[Any], register: DemoSystems
+) -> None:
+    """Events acknowledged (202) by an instance that is then killed (SIGKILL) still reach subscribers:
+    they were committed to the shared inbox before the 202, and another instance publishes them."""
+    import hashlib
+    import hmac
+    import json
+
+    import websockets
+
+    alive = [(process, url) for process, url in instances if process.poll() is None]
+    (_, survivor), (victim, doomed) = alive[0], alive[1]
+    accounts = _customers(register, 30)[20:30]
+    token = issue_token(SECRET, sub="u-steward-2", roles=["data_steward"])
+    async with websockets.connect(
+        survivor.replace("http", "ws") + "/graphql", subprotocols=["graphql-transport-ws"]
+    ) as ws:  # type: ignore[list-item]
+        await ws.send(
+            json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
+        )
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        query = "subscription { myCustomersChanged { kind customer { accountNo } } }"
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
+        await asyncio.sleep(0.5)
+        async with httpx.AsyncClient(timeout=10) as client:
+
+            async def send(account_no: str) -> int:
+                body = json.dumps(
+                    {
+                        "event_id": f"ev-{account_no}-{time.time_ns()}",
+                        "type": "account.updated",
+                        "account_no": account_no,
+                        "occurred_at": "2026-12-04T00:00:00Z",
+                    }
+                ).encode()
+                signature = "sha256=" + hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+                answer = await client.post(
+                    doomed + "/hooks/sales",
+                    content=body,
+                    headers={"Content-Type": "application/json", "X-Sales-Signature": signature},
+                )
+                return answer.status_code
+
+            statuses = await asyncio.gather(*(send(no) for no in accounts))
+        victim.send_signal(signal.SIGKILL)  # right after acknowledging: some may not be published yet
+        assert statuses == [202] * len(accounts)
+        seen: set[str] = set()
+        deadline = time.monotonic() + 20
+        while seen != set(accounts):
+            message = json.loads(await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.monotonic())))
+            if message["type"] == "next":
+                seen.add(message["payload"]["data"]["myCustomersChanged"]["customer"]["accountNo"])
+    assert seen == set(accounts)
