@@ -10,6 +10,7 @@ that into ``bad_response``), except phones, which never raise.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -127,13 +128,18 @@ def normalize_email(value: str) -> str:
     return value.strip().lower()
 
 
+# An extension as typed in Chinese (``021-5888 1234 转 705``, ``分机 705``): read like ``ext. 705``.
+_EXTENSION = re.compile(r"\s*(?:转|分机)\s*(?=\d{1,7}\s*$)")
+
+
 @lru_cache(maxsize=8192)
 def normalize_phone(value: str) -> str:
     """Free-text phone → E.164, reading national numbers as Chinese (``021-5888 1234`` →
-    ``+862158881234``). Text that is not a possible phone number comes back trimmed, as typed."""
+    ``+862158881234``). An extension (``转 705``, ``ext. 12``) has no place in E.164: the number
+    without it is served. Text that is not a possible phone number comes back trimmed, as typed."""
     text = value.strip()
     try:
-        number = phonenumbers.parse(text, PHONE_REGION)
+        number = phonenumbers.parse(_EXTENSION.sub(" ext. ", text), PHONE_REGION)
     except phonenumbers.NumberParseException:
         return text
     if not phonenumbers.is_possible_number(number):

@@ -95,6 +95,10 @@ def test_email_is_trimmed_and_lower_cased() -> None:
         ("021-5888 1234", "+862158881234"),
         ("(021)58881234", "+862158881234"),
         ("+1 415 555 0100", "+14155550100"),
+        # an extension, as the demo's sales system holds some: E.164 has none, the number is served
+        ("0591-35012910 转 705", "+8659135012910"),
+        ("021-5888 1234 分机 12", "+862158881234"),
+        ("021-5888 1234 ext. 12", "+862158881234"),
     ],
 )
 def test_phone_becomes_e164(typed: str, e164: str) -> None:
