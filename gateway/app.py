@@ -381,7 +381,13 @@ def create_app(
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        """Each system reachable, its circuit, the database. ``?scope=self``: ready when the gateway's
+        own dependency (its database) answers, whatever the departments do — for a load balancer's
+        readiness probe, since a department that is down costs only its own fields (partial
+        answers), never a reason to take every instance out of service at once."""
         ready, details = await gateway.readiness()
+        if request.query_params.get("scope") == "self":
+            ready = bool(details["database"]["reachable"])
         return JSONResponse(
             {"status": "ready" if ready else "not ready", **details}, status_code=200 if ready else 503
         )

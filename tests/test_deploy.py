@@ -49,7 +49,7 @@ def test_the_deployment_probes_and_runs_as_the_gateway_expects() -> None:
     spec = _load(DEPLOY / "k8s" / "deployment.yaml")["spec"]["template"]["spec"]
     [container] = spec["containers"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz?scope=self"
     assert container["resources"]["requests"]["cpu"] and spec["securityContext"]["runAsNonRoot"] is True
     hpa = _load(DEPLOY / "k8s" / "hpa.yaml")["spec"]
     assert hpa["metrics"][0]["resource"]["name"] == "cpu" and hpa["minReplicas"] >= 3

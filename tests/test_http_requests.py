@@ -333,3 +333,14 @@ async def test_error_responses_carry_the_request_id() -> None:
         )
     assert response.status_code == 400
     assert response.headers["x-request-id"] == "req-42"
+
+
+async def test_readiness_for_a_load_balancer_ignores_the_departments() -> None:
+    """With every department unreachable, /readyz says so (503) but /readyz?scope=self — the
+    Kubernetes readiness probe — stays 200 while the gateway's database answers: a department down
+    costs its own fields, not every instance at once."""
+    async with gateway(lifespan=True) as client:
+        full = await client.get("/readyz")
+        own = await client.get("/readyz?scope=self")
+    assert full.status_code == 503 and own.status_code == 200
+    assert own.json()["database"]["reachable"] is True
