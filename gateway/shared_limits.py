@@ -101,13 +101,6 @@ class RedisSlots:
         with contextlib.suppress(redis.RedisError, OSError):  # else the lease expires by itself
             await self._redis.zrem(self.key, lease)
 
-    async def held(self) -> int | None:
-        """Leases held across the deployment now (None when Redis cannot say)."""
-        try:
-            return int(await self._redis.zcard(self.key))
-        except (redis.RedisError, OSError):
-            return None
-
     async def aclose(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)

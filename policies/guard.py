@@ -110,19 +110,9 @@ class Guard:
         narrows to (``owner_id``, ``unowned``, ``region``; ignoring grants)? Decisions depend only on
         the situation (own, pool, other) and on whether the customer is in the caller's region, so one
         probe per possible combination decides it."""
-        sub = self.principal.sub
-        if owner_id is not None:
-            owners: tuple[str | None, ...] = (owner_id,)
-        elif unowned:
-            owners = (None,)
-        else:
-            owners = (sub, None, sub + "~other")
-        mine = self.principal.region or ""
-        regions = (region,) if region is not None else (mine, mine + "~other")
         return all(
             self.policy.view(self.principal, probe)[name].allowed
-            for probe in (_Probe(owner, r) for owner in owners for r in regions)
-            if self.rows.admits(probe)
+            for probe in self._probes(owner_id=owner_id, unowned=unowned, region=region)
         )
 
     def note_search(self, term: str, fields: Sequence[str]) -> None:
@@ -140,11 +130,7 @@ class Guard:
             decision = self.policy.view(self.principal, account)[name]
         else:
             decision = min(
-                (
-                    self.policy.view(self.principal, probe)[name]
-                    for probe in self._probes()
-                    if self.rows.admits(probe)
-                ),
+                (self.policy.view(self.principal, probe)[name] for probe in self._probes()),
                 key=lambda d: d.effect,
                 default=None,
             )
@@ -154,9 +140,23 @@ class Guard:
             return decision.apply(value) if isinstance(value, str) else None
         return value
 
-    def _probes(self) -> tuple[_Probe, ...]:
-        sub, mine = self.principal.sub, self.principal.region or ""
-        return tuple(_Probe(o, r) for o in (sub, None, sub + "~other") for r in (mine, mine + "~other"))
+    def _probes(
+        self, *, owner_id: str | None = None, unowned: bool = False, region: str | None = None
+    ) -> list[_Probe]:
+        """One stand-in customer per situation (own, pool, other) and region (the caller's, another)
+        a list query narrowed by ``owner_id`` / ``unowned`` / ``region`` can return, within the rows:
+        decisions depend on nothing else."""
+        sub = self.principal.sub
+        if owner_id is not None:
+            owners: tuple[str | None, ...] = (owner_id,)
+        elif unowned:
+            owners = (None,)
+        else:
+            owners = (sub, None, sub + "~other")
+        mine = self.principal.region or ""
+        regions = (region,) if region is not None else (mine, mine + "~other")
+        probes = (_Probe(owner, r) for owner in owners for r in regions)
+        return [probe for probe in probes if self.rows.admits(probe)]
 
     def sees_clear(self, account: Account, name: str) -> bool:
         """Is ``name`` of this customer allowed in clear to the caller (ignoring grants)? Decides
