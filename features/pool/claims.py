@@ -19,13 +19,13 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from features.store.db import Database
-from features.store.models import pool_sweeps
+
+from . import lockrows
 
 LOCK_TTL = timedelta(seconds=30)  # a claim takes well under a second; a crashed holder's row lapses
 
@@ -73,38 +73,10 @@ class ClaimLock:
 
     async def _sqlite_take(self, name: str) -> None:
         deadline = asyncio.get_running_loop().time() + self.wait
-        while not await self._sqlite_try(name):
+        while not await lockrows.take(self.db, name, self.holder, LOCK_TTL, reentrant=False):
             if asyncio.get_running_loop().time() > deadline:
                 raise ClaimBusy
             await asyncio.sleep(0.02)
 
-    async def _sqlite_try(self, name: str) -> bool:
-        async with self.db.write_transaction() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(pool_sweeps.c.holder, pool_sweeps.c.expires_at).where(
-                        pool_sweeps.c.name == name
-                    )
-                )
-            ).one_or_none()
-            now = datetime.now(UTC)
-            if (
-                row is not None
-                and row.holder is not None
-                and row.expires_at is not None
-                and row.expires_at > now
-            ):
-                return False
-            values = {"holder": self.holder, "expires_at": now + LOCK_TTL}
-            dialect = postgresql if self.db.is_postgresql else sqlite
-            insert = dialect.insert(pool_sweeps).values(name=name, **values)
-            await conn.execute(insert.on_conflict_do_update(index_elements=["name"], set_=values))
-        return True
-
     async def _sqlite_release(self, name: str) -> None:
-        async with self.db.write_transaction() as conn:
-            await conn.execute(
-                pool_sweeps.update()
-                .where(pool_sweeps.c.name == name, pool_sweeps.c.holder == self.holder)
-                .values(holder=None, expires_at=None)
-            )
+        await lockrows.release(self.db, name, self.holder)

@@ -34,8 +34,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connectors.errors import UpstreamConflict, UpstreamError, UpstreamNotFound
 from connectors.models import Account, Activity
@@ -43,6 +41,7 @@ from features.store.audit import AuditEntry, AuditLog
 from features.store.db import Database
 from features.store.models import pool_sweeps
 
+from . import lockrows
 from .rules import (
     SYSTEM_ACTOR,
     PoolEventKind,
@@ -151,33 +150,10 @@ class SweepLock:
                     await conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": SWEEP_LOCK_KEY})
 
     async def _sqlite_take(self, now: datetime) -> bool:
-        async with self.db.write_transaction() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(pool_sweeps.c.holder, pool_sweeps.c.expires_at).where(
-                        pool_sweeps.c.name == SWEEP_NAME
-                    )
-                )
-            ).one_or_none()
-            wall = datetime.now(UTC)  # expiry is wall-clock time, whatever clock the pass decides by
-            if row is not None and row.holder not in (None, self.holder) and row.expires_at > wall:
-                return False
-            await _upsert(conn, self.db, {"holder": self.holder, "expires_at": wall + self.ttl})
-        return True
+        return await lockrows.take(self.db, SWEEP_NAME, self.holder, self.ttl, reentrant=True)
 
     async def _sqlite_release(self) -> None:
-        async with self.db.write_transaction() as conn:
-            await conn.execute(
-                pool_sweeps.update()
-                .where(pool_sweeps.c.name == SWEEP_NAME, pool_sweeps.c.holder == self.holder)
-                .values(holder=None, expires_at=None)
-            )
-
-
-async def _upsert(conn: AsyncConnection, db: Database, values: dict[str, Any]) -> None:
-    dialect = postgresql if db.is_postgresql else sqlite
-    stmt = dialect.insert(pool_sweeps).values(name=SWEEP_NAME, **values)
-    await conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_=values))
+        await lockrows.release(self.db, SWEEP_NAME, self.holder)
 
 
 class Sweeper:
@@ -240,7 +216,7 @@ class Sweeper:
 
     async def _mark(self, **values: Any) -> None:
         async with self.db.write_transaction() as conn:
-            await _upsert(conn, self.db, values)
+            await lockrows.upsert(conn, self.db, SWEEP_NAME, values)
 
     async def _pass(
         self, now: datetime, result: SweepResult, renew: Callable[[], Awaitable[None]], dry_run: bool

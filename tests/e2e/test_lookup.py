@@ -13,6 +13,17 @@ from demo.servers import DemoSystems
 
 from .conftest import Graph, customer_id
 
+
+def another_reps_customer(systems: DemoSystems, examples: DemoExamples) -> str:
+    """A customer owned by another rep than the example rep: outside that rep's rows."""
+    accounts = httpx.get(
+        systems.sales_url + "/api/v1/accounts",
+        params={"per_page": 200},
+        headers=systems.auth_headers("sales"),
+    ).json()["data"]
+    return next(a["account_no"] for a in accounts if a["owner_id"] not in (None, examples.rep))
+
+
 FIELDS = "accountNo name email phone taxId orders(first: 2) { orderNo } contracts { contractId }"
 
 
@@ -40,15 +51,7 @@ async def test_by_account_number_equals_by_id(graph: Graph, examples: DemoExampl
 async def test_outside_the_rows_looks_like_unknown(
     graph: Graph, systems: DemoSystems, examples: DemoExamples
 ) -> None:
-    [other] = [
-        a["account_no"]
-        for a in httpx.get(
-            systems.sales_url + "/api/v1/accounts",
-            params={"per_page": 200},
-            headers=systems.auth_headers("sales"),
-        ).json()["data"]
-        if a["owner_id"] not in (None, examples.rep)
-    ][:1]
+    other = another_reps_customer(systems, examples)
     query = "query($no: String!) { customer(accountNo: $no) { name } }"
     hidden = await graph.query(query, {"no": other}, roles=["sales_rep"], sub=examples.rep)
     unknown = await graph.query(
@@ -140,15 +143,7 @@ async def test_contract_conformance_of_sales_users_and_satisfaction(
 async def test_request_access_says_the_same_for_hidden_and_unknown_customers(
     graph: Graph, systems: DemoSystems, examples: DemoExamples
 ) -> None:
-    [other] = [
-        a["account_no"]
-        for a in httpx.get(
-            systems.sales_url + "/api/v1/accounts",
-            params={"per_page": 200},
-            headers=systems.auth_headers("sales"),
-        ).json()["data"]
-        if a["owner_id"] not in (None, examples.rep)
-    ][:1]
+    other = another_reps_customer(systems, examples)
     mutation = 'mutation($id: ID!) { requestAccess(input: {customerId: $id, fields: ["phone"], reason: "call back"}) { accessRequest { id } } }'
     answers = [
         await graph.query(mutation, {"id": customer_id(no)}, roles=["sales_rep"], sub=examples.rep)
