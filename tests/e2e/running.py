@@ -62,23 +62,29 @@ def _accounts(demo: DemoSystems, **params: str) -> list[dict[str, Any]]:
     return rows
 
 
+def in_memory_copy(systems: DemoSystems, **overrides: Any) -> DemoSystems:
+    """Demo systems serving an in-memory copy of the session's data (writes stay in the copy), on
+    free ports; ``overrides``: any other ``DemoSystems`` option (latency, webhooks). Not started."""
+    options: dict[str, Any] = {
+        "customers": CUSTOMERS,
+        "seed": SEED,
+        "sales_port": 0,
+        "support_port": 0,
+        "contracts_port": 0,
+        "support_rate": 10_000,
+        "contracts_latency_ms": (1.0, 3.0),
+        "in_memory": True,
+    }
+    return DemoSystems(systems.data_dir, **{**options, **overrides})
+
+
 @pytest.fixture(scope="module")
 def live(systems: DemoSystems, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    demo = DemoSystems(
-        systems.data_dir,
-        customers=CUSTOMERS,
-        seed=SEED,
-        sales_port=0,
-        support_port=0,
-        contracts_port=0,
-        support_rate=10_000,
-        contracts_latency_ms=(1.0, 3.0),
-        in_memory=True,
-        webhook_url=f"http://127.0.0.1:{port}/hooks",
-        webhook_secrets=HOOK_SECRETS,
+    demo = in_memory_copy(
+        systems, webhook_url=f"http://127.0.0.1:{port}/hooks", webhook_secrets=HOOK_SECRETS
     ).start()
     folder: Path = tmp_path_factory.mktemp("live")
     settings = settings_for(

@@ -14,20 +14,14 @@ import pytest
 from demo.servers import DemoSystems
 from gateway.app import create_app
 
-from .conftest import ALL_SEEING, CUSTOMERS, SEED, Graph, settings_for
+from .conftest import ALL_SEEING, Graph, settings_for
+from .running import in_memory_copy
 
 
 @pytest.fixture(scope="module")
 def slow_register(systems: DemoSystems) -> Iterator[DemoSystems]:
-    with DemoSystems(
-        systems.data_dir,
-        customers=CUSTOMERS,
-        seed=SEED,
-        sales_port=0,
-        support_port=0,
-        contracts_port=0,
-        support_rate=10_000,
-        in_memory=True,
+    with in_memory_copy(
+        systems,
         contracts_latency_ms=(1200.0, 1200.0),  # inside the register's own 4-in-flight gate
     ) as running:
         yield running

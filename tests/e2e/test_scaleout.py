@@ -23,7 +23,8 @@ from gateway.auth import issue_token
 from tests.services import need_redis
 from tests.store.conftest import pg_url, run_elsewhere  # noqa: F401 (pg_url: the fixture)
 
-from .conftest import CUSTOMERS, SECRET, SEED
+from .conftest import SECRET
+from .running import in_memory_copy
 
 pytestmark = pytest.mark.services
 
@@ -41,15 +42,8 @@ def _port() -> int:
 
 @pytest.fixture(scope="module")
 def register(systems: DemoSystems) -> Iterator[DemoSystems]:
-    with DemoSystems(
-        systems.data_dir,
-        customers=CUSTOMERS,
-        seed=SEED,
-        sales_port=0,
-        support_port=0,
-        contracts_port=0,
-        support_rate=10_000,
-        in_memory=True,
+    with in_memory_copy(
+        systems,
         contracts_latency_ms=(300.0, 300.0),  # inside the register's own gate: a 5th call is 503 "busy"
     ) as running:
         yield running
