@@ -28,10 +28,11 @@ from faker import Faker
 DEFAULT_DATA_DIR = Path("var/demo-data")
 DEFAULT_CUSTOMERS = 2000
 DEFAULT_SEED = 7
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: planted duplicates and look-alikes, identity-truth.json
 SALES_DB = "sales.sqlite"
 SUPPORT_DB = "support.sqlite"
 CONTRACTS_DB = "contracts.sqlite"
+TRUTH_FILE = "identity-truth.json"  # the planted duplicates and look-alikes (features/identity)
 MIN_CUSTOMERS = 10
 DORMANT_DAYS = 365
 HEAVY_TICKET_CUSTOMERS = 3
@@ -473,7 +474,8 @@ def generate(
     directory = Path(data_dir)
     wanted = _meta(seed, customers, anchor)
     existing = DemoData(directory, seed, customers, anchor)
-    if not force and all(read_meta(p) == wanted for p in existing.paths.values()):
+    truth = directory / TRUTH_FILE
+    if not force and truth.is_file() and all(read_meta(p) == wanted for p in existing.paths.values()):
         return existing
     directory.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -481,9 +483,13 @@ def generate(
     for path in tmp.values():
         path.unlink(missing_ok=True)
     try:
-        _Generator(seed, customers, anchor).write(tmp["sales"], tmp["support"], tmp["contracts"], wanted)
+        generator = _Generator(seed, customers, anchor)
+        generator.write(tmp["sales"], tmp["support"], tmp["contracts"], wanted)
         for name, path in existing.paths.items():
             os.replace(tmp[name], path)
+        truth_tmp = truth.with_name(f"{truth.name}.tmp{os.getpid()}")
+        truth_tmp.write_bytes(orjson.dumps({**wanted, **generator.truth}, option=orjson.OPT_INDENT_2))
+        os.replace(truth_tmp, truth)
     finally:
         for path in tmp.values():
             path.unlink(missing_ok=True)
@@ -694,6 +700,7 @@ class _Customer:
 class _Generator:
     def __init__(self, seed: int, customers: int, anchor: date) -> None:
         self.rng = random.Random(seed)
+        self.seed = seed
         self.n = customers
         self.end = anchor_epoch(anchor)
         fake = Faker("zh_CN")
@@ -710,6 +717,8 @@ class _Generator:
         self.comment_seq = 1
         self.contract_seq: dict[int, int] = {}
         self.invoice_seq = 1
+        self.sources: list[_Customer] = []  # every generated customer, for planting duplicates
+        self.truth: dict[str, list[list[str]]] = {"duplicates": [], "lookalikes": [], "previous_emails": []}
 
     # -- small helpers --
 
@@ -865,6 +874,7 @@ class _Generator:
                     rows.flush()
         for _ in range(max(3, n // 25)):
             self.outside_requester()
+        Planter(self).plant()
 
     def make_users(self) -> None:
         rng = self.rng
@@ -1016,6 +1026,7 @@ class _Generator:
             s_py,
             given_py,
         )
+        self.sources.append(c)
         self.activities(c)
         self.orders(c)
         self.opportunities(c)
@@ -1319,6 +1330,265 @@ class _Generator:
             )
         for name in docs:
             self.contracts.rows["documents"].append((contract_id, name, rng.randint(1, 60), day(uploaded)))
+
+
+# --- planted duplicates ----------------------------------------------------------------------
+
+
+class Planter:
+    """Accounts entered twice, the ways it happens (and look-alikes that are not the same customer),
+    appended after the generated customers with a random stream of their own, so the rest of the data
+    set is the same with or without them. What was planted is the truth ``identity-truth.json`` holds:
+    ``duplicates`` and ``lookalikes`` as ``[account_no, account_no, kind]``, ``previous_emails`` as
+    ``[account_no, e-mail]`` (tickets filed under an e-mail the sales account no longer has)."""
+
+    DUPLICATE_KINDS = ("tax_id", "email", "phone", "name", "contact")
+    LOOKALIKE_KINDS = ("same_name_other_tax_id", "same_person_name", "same_contact_other_company")
+
+    def __init__(self, gen: _Generator) -> None:
+        self.gen = gen
+        self.rng = random.Random(gen.seed * 1_000_003 + 16)
+        self.next_index = gen.n + max(3, gen.n // 25)  # account numbers after every generated one
+        self.used: set[str] = set()
+
+    def plant(self) -> None:
+        gen, rng = self.gen, self.rng
+        main_rng, gen.rng = gen.rng, rng  # the generator's helpers draw from the planting stream
+        try:
+            sources = [c for c in gen.sources if c.index not in gen.heavy_counts]
+            companies = [c for c in sources if c.kind == "company"]
+            persons_with_mobile = [c for c in sources if c.kind == "person" and c.mobile is not None]
+            with_email = [c for c in sources if c.email is not None]
+            duplicates = max(20, gen.n // 25)
+            for k in range(duplicates):
+                kind = self.DUPLICATE_KINDS[k % len(self.DUPLICATE_KINDS)]
+                pool = {"phone": persons_with_mobile, "email": with_email}.get(kind, companies)
+                source = self.pick(pool)
+                if source is not None:
+                    self.duplicate(kind, source)
+            for k in range(max(10, gen.n // 50)):
+                kind = self.LOOKALIKE_KINDS[k % len(self.LOOKALIKE_KINDS)]
+                persons = [c for c in sources if c.kind == "person"]
+                source = self.pick(persons if kind == "same_person_name" else companies)
+                if source is not None:
+                    self.lookalike(kind, source)
+            for _ in range(max(5, gen.n // 200)):
+                self.moved_email()
+        finally:
+            gen.rng = main_rng
+
+    def pick(self, pool: list[_Customer]) -> _Customer | None:
+        for _ in range(50):
+            c = self.rng.choice(pool)
+            if c.account_no not in self.used:
+                self.used.add(c.account_no)
+                return c
+        return None
+
+    def account_no(self) -> str:
+        number = f"A{FIRST_ACCOUNT + self.next_index}"
+        self.next_index += 1
+        return number
+
+    def name_variant(self, name: str) -> str:
+        """The same company typed differently: legal form, group marker, width, spaces, brackets."""
+        rng = self.rng
+        for _ in range(10):
+            style = rng.randrange(5)
+            if style == 0 and name.endswith("股份有限公司"):
+                variant = name[: -len("股份有限公司")] + "有限公司"
+            elif style == 0 and name.endswith("有限公司"):
+                variant = name[: -len("有限公司")] + "股份有限公司"
+            elif style == 1 and name.endswith("有限公司"):
+                variant = name[: -len("有限公司")] + "（集团）有限公司"
+            elif style == 2 and "（" in name:
+                variant = name.replace("（", "(").replace("）", ")")
+            elif style == 3 and len(name) > 4:
+                variant = name[:2] + " " + name[2:]
+            elif style == 4:
+                variant = name.translate(_FULL_WIDTH)
+            else:
+                continue
+            if variant != name:
+                return variant
+        return name + " "
+
+    def new_contact(self) -> tuple[str, str]:
+        surname, s_py, given, given_py = self.gen.person_name()
+        return surname + given, f"{s_py}.{given_py}"
+
+    def write(
+        self,
+        source: _Customer,
+        *,
+        kind: str,
+        name: str,
+        contact_name: str | None,
+        email: str | None,
+        phone: str | None,
+        tax_id: str | None,
+        region: str | None = None,
+    ) -> str:
+        gen, rng = self.gen, self.rng
+        account_no = self.account_no()
+        created = gen.between(gen.end - 2 * YEAR, gen.end - 10 * DAY)
+        owner = None if rng.random() < 0.3 else rng.choice(gen.all_reps)
+        since = iso(gen.between(created, gen.end - 1))
+        gen.sales.rows["accounts"].append(
+            (
+                account_no,
+                kind,
+                name,
+                contact_name,
+                None,
+                email,
+                phone,
+                gen.address(source.city) if rng.random() < 0.5 else None,
+                tax_id,
+                region or source.region,
+                "lead",
+                owner,
+                since if owner else None,
+                None if owner else since,
+                iso(created),
+                since,
+                1,
+            )
+        )
+        return account_no
+
+    def duplicate(self, kind: str, c: _Customer) -> None:
+        gen, rng = self.gen, self.rng
+        area = c.city[3]
+        if kind == "tax_id":
+            contact, local = self.new_contact()
+            number = self.write(
+                c,
+                kind="company",
+                name=self.name_variant(c.name),
+                contact_name=contact,
+                email=gen.unique_email(local, f"mail{rng.randint(1, 99)}.{c.account_no.lower()}.cn"),
+                phone=gen.phone_text(None, area),
+                tax_id=c.tax_id,
+            )
+        elif kind == "email":
+            assert c.email is not None
+            number = self.write(
+                c,
+                kind=c.kind,
+                name=c.name if c.kind == "person" else self.name_variant(c.name),
+                contact_name=None if c.kind == "person" else c.display_name,
+                email=" " + gen.messy_case(c.email),
+                phone=None,
+                tax_id=None,
+            )
+        elif kind == "phone":
+            number = self.write(
+                c,
+                kind="person",
+                name=c.name,
+                contact_name=None,
+                email=None,
+                phone=gen.phone_text(c.mobile, area),
+                tax_id=None,
+            )
+        elif kind == "name":
+            contact, _ = self.new_contact()
+            number = self.write(
+                c,
+                kind="company",
+                name=self.name_variant(c.name),
+                contact_name=contact,
+                email=None,
+                phone=gen.phone_text(None, area),
+                tax_id=None,
+            )
+        else:  # contact: the company under a short name, its contact typed with a space
+            short = c.name.replace(c.city[0], "", 1)
+            for form in ("股份有限公司", "有限公司"):
+                short = short.replace(form, "")
+            short = short.replace("（）", "").replace("()", "")
+            contact = c.display_name[:1] + " " + c.display_name[1:]
+            number = self.write(
+                c,
+                kind="company",
+                name=short,
+                contact_name=contact,
+                email=None,
+                phone=None,
+                tax_id=None,
+            )
+        self.gen.truth["duplicates"].append([c.account_no, number, kind])
+
+    def lookalike(self, kind: str, c: _Customer) -> None:
+        gen, rng = self.gen, self.rng
+        area = c.city[3]
+        if kind == "same_name_other_tax_id":  # a namesake company elsewhere registered: another entity
+            contact, local = self.new_contact()
+            number = self.write(
+                c,
+                kind="company",
+                name=c.name,
+                contact_name=contact,
+                email=gen.unique_email(local, f"{c.account_no.lower()}-other.cn"),
+                phone=gen.phone_text(None, area),
+                tax_id=gen.tax_id(c.city[4]),
+            )
+        elif kind == "same_person_name":  # another person of the same name in the same region
+            number = self.write(
+                c,
+                kind="person",
+                name=c.name,
+                contact_name=None,
+                email=gen.unique_email(f"{c.surname_py}{c.given_py}{rng.randint(100, 999)}", "163.com"),
+                phone=gen.phone_text(gen.mobile(), area),
+                tax_id=None,
+            )
+        else:  # the same contact name at an unrelated company of the region
+            (b1, _), (b2, _) = rng.sample(_BRAND, 2)
+            industry, _ = rng.choice(INDUSTRIES)
+            number = self.write(
+                c,
+                kind="company",
+                name=f"{b1}{b2}{industry}服务有限公司",
+                contact_name=c.display_name,
+                email=None,
+                phone=gen.phone_text(None, area),
+                tax_id=gen.tax_id(c.city[4]),
+            )
+        self.gen.truth["lookalikes"].append([c.account_no, number, kind])
+
+    def moved_email(self) -> None:
+        """A customer whose e-mail changed in the CRM after it wrote to support: its tickets are filed
+        under the old e-mail, which no sales account has any more."""
+        gen, rng = self.gen, self.rng
+        surname, s_py, given, given_py = gen.person_name()
+        old = gen.unique_email(f"{s_py}{given_py}{rng.randint(1, 99)}", rng.choice(PERSON_MAIL_DOMAINS))
+        new = gen.unique_email(f"{given_py}.{s_py}{rng.randint(1, 99)}", rng.choice(PERSON_MAIL_DOMAINS))
+        region = rng.choices(REGIONS, weights=REGION_WEIGHTS)[0]
+        city = rng.choice(_CITIES_BY_REGION[region])
+        mobile = gen.mobile()
+        stand_in = _Customer(
+            -1, "", "person", region, city, "lead", False, gen.end - 3 * YEAR, gen.end - 1,
+            surname + given, new, mobile, None, None, surname + given, surname, s_py, given_py,
+        )  # fmt: skip
+        number = self.write(
+            stand_in,
+            kind="person",
+            name=surname + given,
+            contact_name=None,
+            email=new,
+            phone=gen.phone_text(mobile, city[3]),
+            tax_id=None,
+        )
+        first = gen.write_tickets(
+            old, rng.randint(2, 5), gen.end - 2 * YEAR, gen.end - 100 * DAY, comments_max=2
+        )
+        gen.requester(old, surname + given, mobile, first, vip=False)
+        self.gen.truth["previous_emails"].append([number, old])
+
+
+_FULL_WIDTH = str.maketrans({chr(c): chr(c + 0xFEE0) for c in range(0x21, 0x7F)} | {" ": "\u3000"})
 
 
 # --- CLI -------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ mints more tokens for the running demo.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import socket
@@ -186,6 +187,7 @@ def run_demo(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import serving_app
+    from gateway.identity_cli import run_scan
     from gateway.server import guarded_http
 
     settings = load_settings(args.config)
@@ -237,6 +239,13 @@ def run_demo(args: argparse.Namespace) -> int:
             jwt_secret=settings.jwt_secret or DEMO_JWT_SECRET,
         )
         _write_env(settings)
+        # Who is who: one full identity scan, so possibleDuplicates and the stewards' lists have an index
+        # (the gateway keeps it current from change events; `customer-graph identity scan` redoes it).
+        scan = asyncio.run(run_scan(settings, 200, progress=False))
+        print(
+            f"Identity scan: {scan.accounts} accounts, {scan.probable} probable duplicate pairs "
+            f"({scan.seconds:.1f} s)."
+        )
         threading.Thread(target=_announce_when_up, args=(systems, settings), daemon=True).start()
         uvicorn.run(
             serving_app(settings),

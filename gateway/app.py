@@ -26,6 +26,8 @@ from strawberry.extensions import AddValidationRules, DisableIntrospection
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
+from features.identity.service import Identity
+from features.identity.store import IdentityStore
 from features.pool import PoolService
 from features.store import AccessRequests, AuditLog, Database, StoreUnavailable
 from features.store.checkpoints import checkpoints_for
@@ -41,6 +43,7 @@ from .auditing import audit_entries
 from .auth import Authenticator, AuthError
 from .cache import EntityCache, parse_ttls
 from .events import LiveUpdates
+from .events.model import InboxEvent
 from .events.websocket import LiveTransportWSHandler, TextFrames, live_context, on_connect
 from .graphiql import ASSETS_PATH, GraphiQLPage
 from .http import GraphQLOverHTTP
@@ -88,6 +91,7 @@ class GraphView(GraphQLOverHTTP):
             loaders=Loaders(gateway.upstreams, gateway.cache),
             cache=gateway.cache,
             pool=gateway.pool,
+            identity=gateway.identity,
             principal=principal,
             guard=Guard(policy, principal) if principal is not None else None,
             request_id=request_id,
@@ -200,6 +204,13 @@ class Gateway:
             audit=self.audit,
             evict=self._evict_customer if self.cache else None,
         )
+        # Who is who (features/identity): support identities read synchronously on the hot path, kept
+        # in step with the database every identity_refresh seconds (other instances' changes).
+        self.identity = Identity(
+            IdentityStore(self.database),
+            lambda account_nos: self.upstreams.sales.accounts(account_nos),
+            refresh_seconds=settings.identity_refresh,
+        )
         # Live updates (gateway/events): webhooks and the register's poll in, subscriptions out.
         self.live = LiveUpdates(
             settings,
@@ -207,7 +218,9 @@ class Gateway:
             policy=self.current_policy,
             cache=self.cache,
             database=self.database,
+            aliases=self.identity.accounts_of_email,
         )
+        self.live.observers.append(self._identity_event)
         self.pool.on_pool_event(self.live.pool_event)
 
     def current_policy(self) -> Policy:
@@ -330,12 +343,25 @@ class Gateway:
         self.upstreams  # noqa: B018 (the property builds them)
         if self.cache is not None and self.settings.redis_url:
             await self.cache.connect(self.settings.redis_url)
+        await self.identity.start()
         await self.live.start()
         self.pool.start()
         loop = asyncio.get_running_loop()
         self._journal_watch = loop.create_task(self._watch_journal(), name="write-journal")
         if self.breakers is not None:
             self._breaker_beat = loop.create_task(self._beat_breakers(), name="breaker-report")
+
+    async def _identity_event(self, event: InboxEvent) -> None:
+        """A published change event, for identity: a sales account as it is now (its keys, pairs, and an
+        e-mail that changed kept as a previous support identity); a helpdesk requester heard of."""
+        if event.source == "sales" and event.account_no and event.type.startswith("account."):
+            found = await self.upstreams.sales.accounts([event.account_no])
+            seen = await self.identity.observe(list(found.values()))
+            for account_no, email in seen.previous:
+                if self.cache is not None:  # its tickets now include the old e-mail's
+                    self.cache.evict_customer(account_no, email=email)
+        elif event.source == "support" and event.email:
+            await self.identity.store.heard_requesters([event.email.strip().lower()], datetime.now(UTC))
 
     def _evict_customer(self, account_no: str) -> None:
         if self.cache is not None:
@@ -349,6 +375,7 @@ class Gateway:
         if self.tracing is not None:
             self.tracing.shutdown()
         await self.live.aclose()
+        await self.identity.stop()
         await self.pool.aclose()
         await self.rate_limiter.aclose()
         if self.cache is not None:

@@ -106,6 +106,12 @@ def cmd_pool(args: argparse.Namespace) -> int:
     return sweep_main(args.args, config=args.config)
 
 
+def cmd_identity(args: argparse.Namespace) -> int:
+    from .identity_cli import scan_main
+
+    return scan_main(args.args, config=args.config)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from .store_cli import audit_export_main, audit_verify_main
 
@@ -169,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     pool.add_argument("action", choices=["sweep"])
     pool.add_argument("args", nargs=argparse.REMAINDER, help="see 'customer-graph pool sweep --help'")
     pool.set_defaults(func=cmd_pool)
+
+    identity = sub.add_parser(
+        "identity",
+        help="who is who: match every sales account (duplicates, incomplete records, changed e-mails)",
+        description="identity scan [--database-url URL] [--per-page N] [--no-progress]",
+    )
+    identity.add_argument("action", choices=["scan"])
+    identity.add_argument("args", nargs=argparse.REMAINDER, help="see 'customer-graph identity scan --help'")
+    identity.set_defaults(func=cmd_identity)
 
     audit = sub.add_parser(
         "audit",

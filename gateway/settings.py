@@ -88,6 +88,9 @@ class Settings:
 
     # The gateway's own database (features/store): empty = the SQLite file var/gateway.db.
     database_url: str = ""
+    # Identity (features/identity): seconds between reloads of the support identities (previous and linked
+    # e-mails) from the database, so another instance's link is in effect here within that time; 0: never.
+    identity_refresh: float = 2.0
     # Signed checkpoints of the audit chain outside its database (features/store/checkpoints.py): the file
     # (empty: beside a SQLite database file, else var/audit-checkpoints.jsonl) and the HMAC key.
     audit_checkpoint_file: str = ""
@@ -251,6 +254,6 @@ def _check_pool(settings: Settings) -> None:
 def _check_live(settings: Settings) -> None:
     if settings.live_queue_size < 1:
         raise SettingsError("live_queue_size: must be at least 1")
-    for name in ("contracts_poll_interval", "events_retention_days"):
+    for name in ("contracts_poll_interval", "events_retention_days", "identity_refresh"):
         if getattr(settings, name) < 0:
             raise SettingsError(f"{name}: must not be negative")

@@ -67,6 +67,9 @@ _FIELDS: tuple[FieldSpec, ...] = (
     _f("tickets", "list", "", "tickets (support system)"),
     _f("satisfaction", "object", "", "rated count and average score (support system)"),
     _f("contracts", "list", "", "contracts (contract register)"),
+    # --- Customer: identity across the systems (features/identity) --------------------------------
+    _f("possibleDuplicates", "list", "", "other accounts that are probably the same customer"),
+    _f("supportIdentities", "list", "", "the e-mails support knows the customer by"),
     # --- nested fields ----------------------------------------------------------------------------
     _f("Payment.cardLast4", "scalar", "card_last4", "last 4 digits of the card", parent="payments"),
     _f("Payment.bankAccount", "scalar", "bank_account", "paying bank account", parent="payments"),
@@ -90,6 +93,14 @@ _FIELDS: tuple[FieldSpec, ...] = (
         mask="taxId",
     ),
     _f("Contract.partyName", "scalar", "party_name", "the party's name", parent="contracts"),
+    _f(
+        "SupportIdentity.email",
+        "scalar",
+        "email",
+        "an e-mail support knows the customer by",
+        parent="supportIdentities",
+        mask="email",
+    ),
 )
 
 FIELDS: Mapping[str, FieldSpec] = MappingProxyType({f.name: f for f in _FIELDS})
@@ -129,6 +140,11 @@ OPERATIONS: Mapping[str, OperationSpec] = MappingProxyType(
             OperationSpec("assignOwner", True, False, "assign or reassign an owner"),
             OperationSpec("decideAccessRequest", True, False, "approve or deny an access request"),
             OperationSpec("readAuditLog", False, False, "read the audit log"),
+            OperationSpec("linkIdentity", True, False, "link or unlink a support e-mail to a customer"),
+            OperationSpec("markNotDuplicate", True, False, "mark two customers as not the same"),
+            OperationSpec(
+                "reviewIdentities", False, False, "list duplicate pairs, unmatched requesters, gaps"
+            ),
         )
     }
 )

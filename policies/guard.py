@@ -92,6 +92,15 @@ class Guard:
             self._remember(self._by_tax_id, account.tax_id, entry)
         return view
 
+    def also_known_as(self, account_no: str, emails: Sequence[str]) -> None:
+        """More e-mails the customer's records are filed under (previous or linked support identities):
+        a ticket of one of them is that customer's, decided by its view."""
+        entry = self._by_account.get(account_no)
+        if entry is None:
+            return
+        for email in emails:
+            self._remember(self._by_email, email, entry)
+
     @staticmethod
     def _remember(index: dict[str, _Entry], key: str, entry: _Entry) -> None:
         # Two customers sharing an e-mail or tax id in different situations: keep the stricter view.

@@ -19,6 +19,7 @@ from .customer import Customer
 from .documents import CachedDocuments, DocumentCache, Precheck
 from .errors import is_internal
 from .fastpath import direct_resolvers
+from .identity import IdentityMutation, IdentityQuery
 from .live import AuditStream, StreamErrors, Subscription
 from .mutations import Mutation
 from .pool import PoolMutation, PoolQuery
@@ -67,8 +68,8 @@ def build_schema(
     ``precheck`` bounding a new document's work before it is validated."""
     cache = document_cache if document_cache is not None else DocumentCache(1 << 20)
     schema = GraphSchema(
-        query=merge_types("Query", (Query, PoolQuery, AccessQuery)),
-        mutation=merge_types("Mutation", (Mutation, PoolMutation, AccessMutation)),
+        query=merge_types("Query", (Query, PoolQuery, AccessQuery, IdentityQuery)),
+        mutation=merge_types("Mutation", (Mutation, PoolMutation, AccessMutation, IdentityMutation)),
         subscription=Subscription,
         types=[Customer],
         config=StrawberryConfig(scalar_map=SCALAR_MAP),

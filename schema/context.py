@@ -14,6 +14,7 @@ from .errors import GraphError, Unauthenticated
 from .loaders import Loaders
 
 if TYPE_CHECKING:
+    from features.identity.service import Identity
     from features.store import AccessRequests, AuditLog
 
     from .pool import PoolPort
@@ -67,6 +68,7 @@ class RequestContext:
     access: AccessRequests | None = None  # access requests and grants (features/store/access.py)
     audit_log: AuditLog | None = None  # the audit trail, for auditLog (features/store/audit.py)
     pool: PoolPort | None = None  # the public pool's rules and history (features/pool)
+    identity: Identity | None = None  # who is who: support identities, duplicates (features/identity)
     writes: list[WriteRecord] = field(default_factory=list)
     journal: Journal | None = None
     intents: list[tuple[str, str, str | None]] = field(default_factory=list)  # (id, operation, account)

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
+from enum import Enum
 from typing import TYPE_CHECKING, cast
 
 import strawberry
 
 from connectors import models
 from connectors.errors import UpstreamError
+from connectors.normalize import round2
+from features.identity import match
 from policies.engine import CustomerView
 
 from .enums import ContractStatus, CustomerKind, CustomerStatus, Region, TicketStatus
 from .errors import BadUserInput
 from .ids import encode_id
-from .loaders import Resolved, then
+from .loaders import Resolved, then, then_all
 from .records import Activity, Contract, Opportunity, Order, Payment, SalesUser, Satisfaction, Ticket
 
 if TYPE_CHECKING:
@@ -173,17 +177,18 @@ class Customer(Node):
         context = _context(info)
         limit = _first(context, first)
         self._relation(context, "tickets")
-        email = self.account.email
-        if email is None:
+        emails = support_emails(context, self.account)
+        if not emails:
             return []
         wanted = {s.value for s in status} if status else None
 
-        def pick(tickets: Sequence[models.Ticket]) -> list[models.Ticket]:
+        def pick(found: list[Sequence[models.Ticket]]) -> list[models.Ticket]:
+            tickets = merge_tickets(found)
             if wanted is not None:
                 tickets = [t for t in tickets if t.status in wanted]
             return list(tickets[:limit])
 
-        return then(context.loaders.tickets.get(email), pick)
+        return then_all([context.loaders.tickets.get(email) for email in emails], pick)
 
     @strawberry.field(
         description="Rated tickets and their average (support system).", graphql_type=Satisfaction | None
@@ -191,10 +196,54 @@ class Customer(Node):
     def satisfaction(self, info: strawberry.Info) -> Resolved[models.Satisfaction | None]:
         context = _context(info)
         self._relation(context, "satisfaction")
-        email = self.account.email
-        if email is None:  # no e-mail, so no ticket the helpdesk could file under it: nothing rated
+        emails = support_emails(context, self.account)
+        if not emails:  # no e-mail, so no ticket the helpdesk could file under it: nothing rated
             return _NOTHING_RATED
-        return context.loaders.satisfaction.get(email)
+        return then_all([context.loaders.satisfaction.get(email) for email in emails], merge_satisfaction)
+
+    @strawberry.field(
+        description="The e-mails support knows the customer by: its current e-mail, e-mails it had before "
+        "(changed through the gateway or seen changing in the sales system) and e-mails a data steward "
+        "linked. `tickets`, `satisfaction`, `lastContactAt` and `dormant` use all of them. Each e-mail "
+        "follows the `email` decision.",
+        graphql_type=list["SupportIdentity"] | None,
+    )
+    def support_identities(self, info: strawberry.Info) -> list[SupportIdentity]:
+        context = _context(info)
+        self._relation(context, "supportIdentities")
+        guard = context.require_guard()
+        account = self.account
+        found: list[SupportIdentity] = []
+        if account.email:
+            found.append(
+                SupportIdentity(
+                    email=guard.scalar(account.account_no, self.view, "SupportIdentity.email", account.email),
+                    origin=SupportIdentityOrigin.CURRENT,
+                )
+            )
+        identity = context.identity
+        if identity is not None:
+            for email, origin in identity.extra_origins(account.account_no):
+                if email != account.email:
+                    shown = guard.scalar(account.account_no, self.view, "SupportIdentity.email", email)
+                    found.append(SupportIdentity(email=shown, origin=SupportIdentityOrigin(origin)))
+        return found
+
+    @strawberry.field(
+        description="Other accounts that are probably the same customer, strongest first: only customers "
+        "the caller sees, scored only on what it sees in clear on both (a masked e-mail is no evidence). "
+        "Score 0.5–1; 0.8 and above: probably the same. A pair marked not duplicates is left out.",
+        graphql_type=list["PossibleDuplicate"] | None,
+    )
+    async def possible_duplicates(
+        self, info: strawberry.Info, first: int | None = 5
+    ) -> list[PossibleDuplicate]:
+        context = _context(info)
+        limit = _first(context, first)
+        self._relation(context, "possibleDuplicates")
+        if context.identity is None or limit == 0:
+            return []
+        return (await duplicates_of(context, self.account, self.view))[:limit]
 
     # --- contracts -----------------------------------------------------------------------------
 
@@ -277,35 +326,112 @@ class Customer(Node):
         when everything it needs is cached, else a task that loads what is missing."""
         if self.contact is None:
             loaders, account = context.loaders, self.account
+            emails = support_emails(context, account)
+            tickets = [loaders.tickets.get(email) for email in emails]
             parts = (
                 loaders.activities.get(account.account_no),
-                loaders.tickets.get(account.email) if account.email else (),
                 loaders.contracts.get(account.tax_id) if account.tax_id else (),
+                *tickets,
             )
             if any(isinstance(part, asyncio.Future) for part in parts):
-                self.contact = asyncio.ensure_future(self._compute_last_contact(context, strict=True))
+                self.contact = asyncio.ensure_future(self._compute_last_contact(context, emails, strict=True))
             else:
+                activities, contracts, *found = cast(tuple[Sequence[object], ...], parts)
                 known: asyncio.Future[datetime | None] = asyncio.get_running_loop().create_future()
-                known.set_result(last_contact(*cast(tuple[Sequence[object], ...], parts)))
+                known.set_result(last_contact(activities, [t for part in found for t in part], contracts))
                 self.contact = known
         return self.contact
 
     async def _last_contact_from_available(self, context: RequestContext) -> datetime | None:
-        return await self._compute_last_contact(context, strict=False)
+        return await self._compute_last_contact(context, support_emails(context, self.account), strict=False)
 
-    async def _compute_last_contact(self, context: RequestContext, *, strict: bool) -> datetime | None:
+    async def _compute_last_contact(
+        self, context: RequestContext, emails: Sequence[str], *, strict: bool
+    ) -> datetime | None:
         loaders, account = context.loaders, self.account
         results = await asyncio.gather(
             loaders.activities.load(account.account_no),
-            loaders.tickets.load(account.email) if account.email else _empty(),
             loaders.contracts.load(account.tax_id) if account.tax_id else _empty(),
+            *(loaders.tickets.load(email) for email in emails),
             return_exceptions=True,
         )
         if strict:
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
-        return last_contact(*(r if not isinstance(r, BaseException) else () for r in results))
+        activities, contracts, *tickets = (r if not isinstance(r, BaseException) else () for r in results)
+        return last_contact(activities, [t for part in tickets for t in part], contracts)
+
+
+@strawberry.enum(description="Where an e-mail support knows a customer by comes from.")
+class SupportIdentityOrigin(Enum):
+    CURRENT = "current"
+    PREVIOUS = "previous"
+    LINKED = "linked"
+
+
+@strawberry.type(description="An e-mail the helpdesk may have filed the customer's tickets under.")
+class SupportIdentity:
+    email: str | None
+    origin: SupportIdentityOrigin
+
+
+@strawberry.enum(description="Why two accounts are probably the same customer.")
+class DuplicateReason(Enum):
+    SAME_TAX_ID = "same_tax_id"
+    SAME_EMAIL = "same_email"
+    SAME_PHONE = "same_phone"
+    SAME_NAME = "same_name"
+    SIMILAR_CONTACT = "similar_contact"
+
+
+@strawberry.type(description="Another account that is probably the same customer.")
+class PossibleDuplicate:
+    customer: Customer
+    score: float = strawberry.field(description="0.5–1; 0.8 and above: probably the same customer.")
+    reasons: list[DuplicateReason] = strawberry.field(description="Strongest first.")
+
+
+def visible_evidence(view: CustomerView, other: CustomerView) -> Callable[[str], bool]:
+    """Evidence the caller may be shown about a pair: a field it sees in clear on both customers."""
+    return lambda name: view[name].allowed and other[name].allowed
+
+
+async def duplicates_of(
+    context: RequestContext, account: models.Account, view: CustomerView
+) -> list[PossibleDuplicate]:
+    """The caller's view of the customer's duplicates: candidates sharing a blocking key, kept when the
+    caller sees them, scored on the evidence it sees in clear on both (nothing else may move a score)."""
+    identity, guard = context.identity, context.require_guard()
+    assert identity is not None
+    profile = match.Profile.of(account)
+    others = await identity.candidates(profile)
+    if not others:
+        return []
+    await context.load_grants(others)
+    loaded = await context.loaders.account.load_many(others)
+    seen = [(a, guard.view(a)) for a in loaded if a is not None]
+    seen = [(a, v) for a, v in seen if v.visible]
+    # A name several legal entities bear identifies none: decided only on tax ids seen in clear everywhere.
+    ambiguous = False
+    if guard.clear_everywhere("taxId"):
+        same_name = [profile, *(p for p in (match.Profile.of(a) for a, _ in seen) if p.name == profile.name)]
+        ambiguous = match.ambiguous_by_tax(same_name)
+    found: list[PossibleDuplicate] = []
+    for other, other_view in seen:
+        result = match.compare(
+            profile, match.Profile.of(other), visible_evidence(view, other_view), ambiguous_name=ambiguous
+        )
+        if result is not None and result.score >= match.POSSIBLE:
+            found.append(
+                PossibleDuplicate(
+                    customer=Customer.from_account(other, other_view),
+                    score=result.score,
+                    reasons=[DuplicateReason(r.value) for r in result.reasons],
+                )
+            )
+    found.sort(key=lambda d: (-d.score, d.customer.account_no))
+    return found
 
 
 def _settled(future: asyncio.Future[datetime | None]) -> bool:
@@ -340,3 +466,41 @@ def last_contact(
         if newest is None or signed > newest:
             newest = signed
     return newest
+
+
+# --- support identities: the e-mails support knows a customer by ------------------------------------
+
+
+def support_emails(context: RequestContext, account: models.Account) -> tuple[str, ...]:
+    """The customer's current e-mail, then its previous and linked ones (features/identity): tickets,
+    satisfaction and the last contact follow all of them; their tickets follow this customer's view."""
+    extra = context.identity.extra_emails(account.account_no) if context.identity is not None else ()
+    if not extra:
+        return (account.email,) if account.email else ()
+    if context.guard is not None:
+        context.guard.also_known_as(account.account_no, extra)
+    current = (account.email,) if account.email else ()
+    return current + tuple(email for email in extra if email != account.email)
+
+
+def merge_tickets(found: Sequence[Sequence[models.Ticket]]) -> Sequence[models.Ticket]:
+    """Tickets filed under several e-mails, newest first."""
+    if len(found) == 1:
+        return found[0]
+    return sorted((t for part in found for t in part), key=lambda t: (t.created_at, t.id), reverse=True)
+
+
+def merge_satisfaction(found: Sequence[models.Satisfaction | None]) -> models.Satisfaction | None:
+    """One summary over several e-mails: rated tickets added up, the average weighted by them."""
+    summaries = [s for s in found if s is not None]
+    if len(found) == 1 or not summaries:
+        return found[0] if found else None
+    rated = sum(s.rated for s in summaries)
+    total = sum((s.average * s.rated for s in summaries if s.average is not None), Decimal(0))
+    lasts = [s.last_rated_at for s in summaries if s.last_rated_at is not None]
+    return models.Satisfaction(
+        email=summaries[0].email,
+        rated=rated,
+        average=round2(str(total / rated)) if rated else None,
+        last_rated_at=max(lasts) if lasts else None,
+    )

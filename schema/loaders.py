@@ -60,6 +60,17 @@ async def _after(pending: asyncio.Future[V], use: Callable[[V], T]) -> T:
     return use(await pending)
 
 
+def then_all(answers: Sequence[V | asyncio.Future[V]], use: Callable[[list[V]], T]) -> Resolved[T]:
+    """``use([values])`` now when every answer is a value, else once every pending load has one."""
+    if any(isinstance(answer, asyncio.Future) for answer in answers):
+        return _after_all(answers, use)
+    return use(cast(list[V], list(answers)))
+
+
+async def _after_all(answers: Sequence[V | asyncio.Future[V]], use: Callable[[list[V]], T]) -> T:
+    return use([await a if isinstance(a, asyncio.Future) else a for a in answers])
+
+
 LAUNCH_TURNS = 16
 
 

@@ -3,6 +3,7 @@ idempotency key, recorded for the audit trail, and answered through the same rea
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime
 from typing import Any, cast
@@ -12,6 +13,7 @@ from cachetools import TTLCache
 
 from connectors import models
 from connectors.errors import UpstreamConflict, UpstreamInvalid, UpstreamNotFound
+from features.store.db import StoreUnavailable
 
 from .context import RequestContext, WriteRecord
 from .customer import Customer
@@ -19,6 +21,8 @@ from .enums import ActivityType, TicketCategory, TicketChannel, TicketPriority
 from .errors import BadUserInput, Conflict, Forbidden, NotFound
 from .ids import customer_key
 from .records import Activity, Ticket
+
+log = logging.getLogger(__name__)
 
 # GraphQL input name → sales field name, for contact changes
 _CONTACT_FIELDS = {
@@ -211,6 +215,14 @@ class Mutation:
         except UpstreamInvalid as exc:
             raise refused_values(exc) from None
         context.evict(account.account_no, email=account.email)
+        if account.email and updated.email != account.email and context.identity is not None:
+            # the helpdesk keeps the tickets filed under the old e-mail: it stays a support identity
+            try:
+                await context.identity.previous_email(
+                    account.account_no, account.email, actor=context.require_principal().sub
+                )
+            except StoreUnavailable:  # the sales change event brings it again (features/identity)
+                log.warning("previous e-mail not kept now: the gateway database is unavailable")
         context.record(
             WriteRecord(
                 "changeContact",

@@ -20,7 +20,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
-from typing import Protocol, cast
+from typing import Annotated, Protocol, cast
 
 import strawberry
 
@@ -153,6 +153,11 @@ class PoolHistoryEntry:
     note: str | None = strawberry.field(
         description="A release's note: shown to its author and to whoever may assign the customer's owner "
         "(writes.assignOwner); null for everyone else."
+    )
+    duplicate_of: Customer | None = strawberry.field(
+        default=None,
+        description="A release with reason DUPLICATE: the customer it duplicates (null if the caller does "
+        "not see it).",
     )
 
 
@@ -352,6 +357,12 @@ class PoolQuery:
         except ValueError:  # InvalidCursor
             raise BadUserInput("'after' is not a cursor from poolHistory.") from None
         sees_notes = guard.can_write("assignOwner", account).allowed
+        originals = sorted({r.duplicate_of for r in page.records if r.duplicate_of})
+        duplicates: dict[str, Customer] = {}
+        if originals:
+            for other in await context.loaders.account.load_many(originals):
+                if other is not None and (other_view := guard.view(other)).visible:
+                    duplicates[other.account_no] = Customer.from_account(other, other_view)
         edges = []
         for record in page.records:
             release_reason = recycle_reason = None
@@ -368,6 +379,7 @@ class PoolQuery:
                 recycle_reason=recycle_reason,
                 recycle_at=record.sales_stamp if record.kind is PoolEventKind.WARNING else None,
                 note=record.note if sees_notes or record.actor == guard.principal.sub else None,
+                duplicate_of=duplicates.get(record.duplicate_of) if record.duplicate_of else None,
             )
             edges.append(PoolHistoryEdge(cursor=history_cursor(record), node=node))
         return PoolHistoryConnection(
@@ -450,7 +462,17 @@ class PoolMutation:
         "list and a note (required for OTHER; at most 500 characters)."
     )
     async def release_customer(
-        self, info: strawberry.Info, id: strawberry.ID, reason: ReleaseReason, note: str | None = None
+        self,
+        info: strawberry.Info,
+        id: strawberry.ID,
+        reason: ReleaseReason,
+        note: str | None = None,
+        duplicate_of: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(
+                description="With reason DUPLICATE (and only then): the customer it duplicates."
+            ),
+        ] = None,
     ) -> ReleaseCustomerPayload | None:
         context = _context(info)
         guard = context.require_guard()
@@ -459,7 +481,19 @@ class PoolMutation:
         problem = rules.release_problem(rules.ReleaseReason(reason.value), note)
         if problem is not None:
             raise BadUserInput(problem)
+        if (reason is ReleaseReason.DUPLICATE) != (duplicate_of is not None):
+            raise BadUserInput(
+                "A release with reason DUPLICATE names the duplicate in 'duplicateOf' (only then)."
+            )
         account_no = customer_key(id)
+        original: str | None = None
+        if duplicate_of is not None:
+            original = customer_key(duplicate_of)
+            if original == account_no:
+                raise BadUserInput("A customer is not a duplicate of itself.")
+            other = await _fresh(context, original)
+            if not guard.view(other).visible:
+                raise NotFound("No such customer (duplicateOf).")
         account = await _fresh(context, account_no)
         if not guard.view(account).visible:
             raise NotFound("No such customer.")
@@ -483,7 +517,11 @@ class PoolMutation:
                 "releaseCustomer",
                 account_no,
                 before={"owner_id": account.owner_id},
-                after={"owner_id": None, "reason": reason.value},
+                after={
+                    "owner_id": None,
+                    "reason": reason.value,
+                    **({"duplicate_of": original} if original else {}),
+                },
             )
         )
         record = PoolRecord(
@@ -496,6 +534,7 @@ class PoolMutation:
             note=note,
             sales_stamp=updated.pool_since,
             request_id=context.request_id,
+            duplicate_of=original,
         )
         await _record_history(context, pool, [record])
         return ReleaseCustomerPayload(customer=answer_with_policy(context, updated))

@@ -61,12 +61,17 @@ def start_loads(context: RequestContext, selected: set[str], accounts: Sequence[
     policed = [name for name in _POLICED if name in wanted]
     free = [name for name in wanted if name not in _POLICED]  # the resolvers load these for every row
     pending = False
+    identity = context.identity
     for account in accounts:
         for name in (*free, *guard.served_without_grants(account, policed)):
             for loader, attribute in _LOADS[name]:
                 key = getattr(account, attribute)
                 if key and isinstance(getattr(loaders, loader).get(key), asyncio.Future):
                     pending = True
+                if attribute == "email" and identity is not None:  # previous and linked e-mails too
+                    for email in identity.extra_emails(account.account_no):
+                        if isinstance(getattr(loaders, loader).get(email), asyncio.Future):
+                            pending = True
     return pending
 
 

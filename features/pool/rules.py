@@ -116,6 +116,7 @@ class PoolRecord:
     sales_stamp: datetime | None = None
     request_id: str | None = None
     dedupe_key: str | None = None  # warnings: one per (account, owner, recycle_at)
+    duplicate_of: str | None = None  # a release with reason duplicate: the account it duplicates
     id: int | None = None  # set once stored
 
 

@@ -50,6 +50,7 @@ def _values(record: PoolRecord) -> dict[str, Any]:
         "sales_stamp": record.sales_stamp,
         "request_id": record.request_id,
         "dedupe_key": record.dedupe_key,
+        "duplicate_of": record.duplicate_of,
     }
 
 
@@ -66,6 +67,7 @@ def _record(row: Mapping[Any, Any]) -> PoolRecord:
         sales_stamp=row["sales_stamp"],
         request_id=row["request_id"],
         dedupe_key=row["dedupe_key"],
+        duplicate_of=row["duplicate_of"],
     )
 
 

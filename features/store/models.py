@@ -135,6 +135,7 @@ pool_history = sa.Table(
     sa.Column("sales_stamp", UTCDateTime(), nullable=True),
     sa.Column("request_id", sa.Text(), nullable=True),
     sa.Column("dedupe_key", sa.Text(), nullable=True),
+    sa.Column("duplicate_of", sa.Text(), nullable=True),  # a release with reason duplicate: the other account
     sa.Index("ix_pool_history_account", "account_no", "id"),
     sa.Index("ix_pool_history_owner", "owner_id", "account_no", "at"),
     sa.Index("ix_pool_history_dedupe", "dedupe_key", unique=True),
@@ -206,4 +207,87 @@ write_intents = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),  # open | done | failed | flagged
     sa.Column("settled_at", UTCDateTime(), nullable=True),
     sa.Index("ix_write_intents_open", "state", "at"),
+)
+
+# --- identity (features/identity; migration 0005_identity) ------------------------------------------
+# ``identity_keys``        blocking keys of every sales account the gateway has looked at (a scan, a change
+#                          event, a write): a digest of the normalised value (tax id, e-mail, phone, company
+#                          name, contact + region), never the value. Accounts sharing a key are compared.
+# ``identity_accounts``    per account: the e-mail last seen on it (to notice a change and keep the old one
+#                          as a support identity) and which contact fields it lacks (``missing``, bit flags).
+# ``identity_emails``      support identities besides the current e-mail: ``previous`` (the account had it;
+#                          from the gateway's own writes, change events, scans) and ``linked`` (a data
+#                          steward linked it). Unlinking sets ``removed_at``; rows are never deleted.
+# ``identity_pairs``       probable and possible duplicates found by scans and change events (a < b), with
+#                          the score and reasons on all evidence; a steward's view.
+# ``identity_distinct``    pairs a data steward marked as not the same customer (a < b).
+# ``identity_requesters``  helpdesk requesters the gateway heard of (the helpdesk cannot list them).
+identity_keys = sa.Table(
+    "identity_keys",
+    metadata,
+    sa.Column("key", sa.String(40), primary_key=True),
+    sa.Column("account_no", sa.String(32), primary_key=True),
+    sa.Index("ix_identity_keys_account", "account_no"),
+)
+
+identity_accounts = sa.Table(
+    "identity_accounts",
+    metadata,
+    sa.Column("account_no", sa.String(32), primary_key=True),
+    sa.Column("email", sa.Text(), nullable=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("region", sa.String(16), nullable=False),
+    sa.Column("missing", sa.Integer(), nullable=False),
+    sa.Column("seen_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_identity_accounts_email", "email"),
+    sa.Index("ix_identity_accounts_missing", "missing", "account_no"),
+)
+
+identity_emails = sa.Table(
+    "identity_emails",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("account_no", sa.String(32), nullable=False),
+    sa.Column("email", sa.Text(), nullable=False),
+    sa.Column("origin", sa.String(16), nullable=False),  # previous | linked
+    sa.Column("source", sa.String(16), nullable=False),  # gateway | event | scan | steward
+    sa.Column("actor", sa.Text(), nullable=False),
+    sa.Column("note", sa.Text(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("removed_at", UTCDateTime(), nullable=True),
+    sa.Column("removed_by", sa.Text(), nullable=True),
+    sa.Column("removed_reason", sa.Text(), nullable=True),
+    sa.Index("ix_identity_emails_account", "account_no", "removed_at"),
+    sa.Index("ix_identity_emails_email", "email"),
+)
+
+identity_pairs = sa.Table(
+    "identity_pairs",
+    metadata,
+    sa.Column("a", sa.String(32), primary_key=True),
+    sa.Column("b", sa.String(32), primary_key=True),
+    sa.Column("score", sa.Float(), nullable=False),
+    sa.Column("reasons", sa.JSON(), nullable=False),
+    sa.Column("region", sa.String(16), nullable=False),  # a's region (b's when they differ: both kept)
+    sa.Column("found_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_identity_pairs_score", "score", "a", "b"),
+    sa.Index("ix_identity_pairs_b", "b"),
+)
+
+identity_distinct = sa.Table(
+    "identity_distinct",
+    metadata,
+    sa.Column("a", sa.String(32), primary_key=True),
+    sa.Column("b", sa.String(32), primary_key=True),
+    sa.Column("actor", sa.Text(), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+identity_requesters = sa.Table(
+    "identity_requesters",
+    metadata,
+    sa.Column("email", sa.Text(), primary_key=True),
+    sa.Column("first_seen", UTCDateTime(), nullable=False),
+    sa.Column("last_seen", UTCDateTime(), nullable=False),
 )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from connectors.errors import UpstreamError
@@ -51,8 +51,10 @@ class Publisher:
         idle_poll: float = IDLE_POLL,
         batch: int = BATCH,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        observers: Sequence[Callable[[InboxEvent], Awaitable[None]]] = (),
     ) -> None:
         self.inbox = inbox
+        self.observers = observers  # told of every published event (identity matching); best effort
         self.bus = bus
         self.resolver = resolver
         self.cache = cache
@@ -140,6 +142,7 @@ class Publisher:
         self._waiting = len(rows) - len(plans)
         if not plans:
             return len(rows)
+        observed: list[InboxEvent] = []
         async with self.inbox.claim([row.id for row, _ in plans], now=self.clock()) as claim:
             for row, changes in plans:
                 if row.id not in claim.ids:
@@ -148,6 +151,9 @@ class Publisher:
                 await self.bus.publish(changes)
                 claim.done(row.id)
                 self.published += 1
+                observed.append(row.event)
+        for event in observed:  # after the claim's transaction: an observer may write to the database
+            await self._observe(event)
         return len(rows)
 
     async def _changes(self, row: StoredEvent) -> list[ChangeEvent]:
@@ -181,6 +187,13 @@ class Publisher:
             )
             for account_no in accounts
         ]
+
+    async def _observe(self, event: InboxEvent) -> None:
+        for observer in self.observers:
+            try:
+                await observer(event)
+            except Exception as exc:  # an observer's failure never holds back publishing
+                log.warning("live updates: an event observer failed (%s)", type(exc).__name__)
 
     def _evict(self, event: InboxEvent) -> None:
         if event.source == "sales" and event.account_no:

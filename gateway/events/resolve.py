@@ -24,8 +24,16 @@ __all__ = ["AccountResolver"]
 
 
 class AccountResolver:
-    def __init__(self, sales: Callable[[], SalesConnector], *, ttl: float = TTL, size: int = SIZE) -> None:
+    def __init__(
+        self,
+        sales: Callable[[], SalesConnector],
+        *,
+        ttl: float = TTL,
+        size: int = SIZE,
+        aliases: Callable[[str], tuple[str, ...]] | None = None,
+    ) -> None:
         self._sales = sales
+        self._aliases = aliases  # accounts that have an e-mail as a previous or linked support identity
         self._by_email: TTLCache[str, tuple[str, ...]] = TTLCache(maxsize=size, ttl=ttl)
         self._by_tax_id: TTLCache[str, tuple[str, ...]] = TTLCache(maxsize=size, ttl=ttl)
 
@@ -38,7 +46,8 @@ class AccountResolver:
         if known is None:
             known = await self._search(key, lambda account: (account.email or "").casefold() == key)
             self._by_email[key] = known
-        return known
+        aliased = self._aliases(key) if self._aliases is not None else ()
+        return tuple(sorted(set(known) | set(aliased))) if aliased else known
 
     async def by_tax_id(self, tax_id: str, party_name: str | None) -> tuple[str, ...]:
         """Account numbers with this tax id, among those named like the party; raises ``UpstreamError``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -50,6 +50,7 @@ class LiveUpdates:
         policy: Callable[[], Policy],
         cache: EntityCache | None = None,
         database: Database | None = None,
+        aliases: Callable[[str], tuple[str, ...]] | None = None,
     ) -> None:
         self.settings = settings
         self.cache = cache
@@ -61,7 +62,8 @@ class LiveUpdates:
         self._database = database
         self._owns_database = database is None
         self.bus = EventBus(settings.live_queue_size)
-        self.resolver = AccountResolver(lambda: upstreams().sales)
+        self.resolver = AccountResolver(lambda: upstreams().sales, aliases=aliases)
+        self.observers: list[Callable[[InboxEvent], Awaitable[None]]] = []
         self.receiver = WebhookReceiver(
             {"sales": settings.sales_webhook_secret, "support": settings.support_webhook_secret},
             self.accept,
@@ -93,6 +95,7 @@ class LiveUpdates:
             self.resolver,
             self.event_cache,
             retention=timedelta(days=self.settings.events_retention_days),
+            observers=self.observers,
         )
         if publish:
             self.publisher.start()

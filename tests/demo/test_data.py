@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from demo.data import (
+    TRUTH_FILE,
     DemoData,
     anchor_epoch,
     dormant_accounts,
@@ -115,11 +117,46 @@ def test_phones_come_in_many_formats(db: sqlite3.Connection) -> None:
     assert db.execute("SELECT count(*) FROM accounts WHERE phone IS NULL").fetchone()[0] >= 1
 
 
-def test_person_and_company_customers(db: sqlite3.Connection) -> None:
+def _planted(data: DemoData) -> set[str]:
+    """Accounts the generator planted as duplicates and look-alikes (identity-truth.json)."""
+    truth = json.loads((data.data_dir / TRUTH_FILE).read_text())
+    return {row[1] for row in truth["duplicates"] + truth["lookalikes"]} | {
+        row[0] for row in truth["previous_emails"]
+    }
+
+
+def test_person_and_company_customers(db: sqlite3.Connection, pristine: DemoData) -> None:
     persons = db.execute("SELECT contact_name, tax_id FROM accounts WHERE kind = 'person'").fetchall()
     assert len(persons) >= CUSTOMERS * 0.2 and all(row == (None, None) for row in persons)
-    tax_ids = [r[0] for r in db.execute("SELECT tax_id FROM accounts WHERE kind = 'company'")]
+    planted = _planted(pristine)
+    tax_ids = [
+        tax_id
+        for account_no, tax_id in db.execute("SELECT account_no, tax_id FROM accounts WHERE kind = 'company'")
+        if account_no not in planted
+    ]
     assert all(is_valid_uscc(t) for t in tax_ids) and len(set(tax_ids)) == len(tax_ids)
+    # planted companies: a tax id is either none (a lead entered without it) or a valid one
+    for account_no, tax_id in db.execute("SELECT account_no, tax_id FROM accounts WHERE kind = 'company'"):
+        if account_no in planted:
+            assert tax_id is None or is_valid_uscc(tax_id)
+
+
+def test_planted_duplicates_and_their_truth(pristine: DemoData, db: sqlite3.Connection) -> None:
+    """Every kind of duplicate and look-alike is planted, after the generated customers, and the truth
+    names accounts that exist."""
+    truth = json.loads((pristine.data_dir / TRUTH_FILE).read_text())
+    assert {k for _, _, k in truth["duplicates"]} == {"tax_id", "email", "phone", "name", "contact"}
+    assert {k for _, _, k in truth["lookalikes"]} == {
+        "same_name_other_tax_id",
+        "same_person_name",
+        "same_contact_other_company",
+    }
+    accounts = {r[0] for r in db.execute("SELECT account_no FROM accounts")}
+    for a, b, _ in truth["duplicates"] + truth["lookalikes"]:
+        assert a in accounts and b in accounts and a < b
+    for account_no, old in truth["previous_emails"]:
+        email = db.execute("SELECT email FROM accounts WHERE account_no = ?", (account_no,)).fetchone()[0]
+        assert email and email.lower() != old
     parties = db.execute(
         "SELECT count(*) FROM contracts.contracts c LEFT JOIN accounts a"
         " ON a.tax_id = c.party_tax_id AND a.name = c.party_name WHERE a.account_no IS NULL"
@@ -127,20 +164,27 @@ def test_person_and_company_customers(db: sqlite3.Connection) -> None:
     assert parties == 0  # contracts use the sales tax id and company name
 
 
-def test_pool_and_owners(db: sqlite3.Connection) -> None:
-    pool = db.execute("SELECT owner_since, pool_since FROM accounts WHERE owner_id IS NULL").fetchall()
+def test_pool_and_owners(db: sqlite3.Connection, pristine: DemoData) -> None:
+    planted = _planted(pristine)  # entered by any rep, or left in the pool: not part of these shares
+    rows = db.execute("SELECT account_no, owner_since, pool_since FROM accounts WHERE owner_id IS NULL")
+    pool = [(o, p) for no, o, p in rows if no not in planted]
     assert len(pool) == CUSTOMERS * 0.2 and all(o is None and p is not None for o, p in pool)
-    owned = db.execute(
-        "SELECT a.region = u.region FROM accounts a JOIN users u ON u.user_id = a.owner_id"
-        " WHERE a.pool_since IS NULL AND a.owner_since IS NOT NULL AND u.role = 'rep'"
-    ).fetchall()
+    owned = [
+        same
+        for no, same in db.execute(
+            "SELECT a.account_no, a.region = u.region FROM accounts a JOIN users u ON u.user_id = a.owner_id"
+            " WHERE a.pool_since IS NULL AND a.owner_since IS NOT NULL AND u.role = 'rep'"
+        )
+        if no not in planted
+    ]
     assert len(owned) == CUSTOMERS * 0.8
-    assert sum(same for (same,) in owned) >= len(owned) * 0.75  # reps own mostly in their region
+    assert sum(owned) >= len(owned) * 0.75  # reps own mostly in their region
     assert {r[0] for r in db.execute("SELECT role FROM users")} == {"rep", "manager"}
 
 
 def test_dormant_customers(pristine: DemoData) -> None:
-    dormant = dormant_accounts(pristine)
+    planted = _planted(pristine)  # planted leads were never contacted: dormant as well
+    dormant = [a for a in dormant_accounts(pristine) if a not in planted]
     assert len(dormant) == CUSTOMERS * 0.1
     assert find_examples(pristine).dormant in dormant
 

@@ -717,7 +717,10 @@ async def test_cli_runs_one_sweep(
 
     assert await asyncio.to_thread(main, ["pool", "sweep", "--dry-run"]) == 0
     dry = capsys.readouterr().out
-    assert f"would recycle {len(due)};" in dry and f"{CUSTOMERS} customers scanned" in dry
+    total = httpx.get(  # the generated customers and the duplicates planted after them
+        systems.sales_url + "/api/v1/accounts", headers=systems.auth_headers("sales")
+    ).json()["meta"]["total"]
+    assert f"would recycle {len(due)};" in dry and f"{total} customers scanned" in dry
     assert all(raw(systems, no)["owner_id"] is not None for no in sorted(due)[:5])
 
     assert await asyncio.to_thread(main, ["pool", "sweep"]) == 0
