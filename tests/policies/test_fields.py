@@ -89,11 +89,15 @@ def test_field_table_cell(policy: Policy, field: str, column: str) -> None:
 # Fields the graph adds beyond policy.md's table: record keeping, which policy.md's "identity fields only"
 # for the auditor leaves out; every other role that sees the row gets them.
 RECORD_KEEPING = ("updatedAt", "version", "recycleAt")
+# Identity across the systems (features/identity): like record keeping, every role that sees the row but
+# the auditor; what they show is bounded by the caller's rows and its other field decisions.
+IDENTITY_ACROSS = ("possibleDuplicates", "supportIdentities")
 
 
 def test_every_customer_field_is_in_the_table_or_identity() -> None:
     customer_fields = {name for name in FIELDS if "." not in name}
-    assert customer_fields == {field for field, _ in SIGNED} | set(IDENTITY) | set(RECORD_KEEPING)
+    signed = {field for field, _ in SIGNED}
+    assert customer_fields == signed | set(IDENTITY) | set(RECORD_KEEPING) | set(IDENTITY_ACROSS)
 
 
 @pytest.mark.parametrize("column", COLUMNS)
