@@ -321,7 +321,7 @@ def write(results: dict[str, Any], opts: Options) -> list[Path]:
     out_dir = opts.out
     out_dir.mkdir(parents=True, exist_ok=True)
     day = str(results["started_at"])[:10]
-    stem = day + ("-quick" if opts.quick else "")
+    stem = opts.name or day + ("-quick" if opts.quick else "")
     results["date"] = day
     results["quick"] = opts.quick
     results["machine"] = machine()

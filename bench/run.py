@@ -81,6 +81,7 @@ class Options:
     s4_requests: int
     profile_requests: int
     out: Path
+    name: str | None  # the report files' stem (default: the date, "-quick" for --quick)
     data_dir: Path
     timeout: float
     quiet_wait: float
@@ -126,6 +127,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--s4-requests", type=int, default=None, help="default 300; --quick 20")
     p.add_argument("--profile-requests", type=int, default=None, help="default 200; --quick 10")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default bench/results)")
+    p.add_argument(
+        "--name", default=None, help="report file names (default: the date; a second run of a day: a tag)"
+    )
     p.add_argument("--data-dir", type=Path, default=None, help="default var/bench-data/<customers>-<seed>")
     p.add_argument("--timeout", type=float, default=1800.0, help="give up (and clean up) after this many s")
     p.add_argument(
@@ -161,6 +165,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         s4_requests=pick(a.s4_requests, 300, 20),
         profile_requests=pick(a.profile_requests, 200, 10),
         out=a.out,
+        name=a.name,
         data_dir=a.data_dir or ROOT / "var" / "bench-data" / f"{a.customers}-{a.seed}",
         timeout=a.timeout,
         quiet_wait=pick(a.quiet_wait, 180.0, 0.0),
