@@ -20,7 +20,6 @@ Order: the cold gateway (``CG_CACHE=off``) with the baseline interleaved, then t
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import json
@@ -44,6 +43,7 @@ from typing import Any
 import orjson
 
 from . import report
+from . import wrk as wrk_tool
 from .baseline import DirectClient, run_on_gateway_loop
 from .control import SYSTEMS, Control, auth_headers, call_counts
 from .limits import REGISTER_WIDTH, Bound, Latencies, Oracle, s1_bound, s2_bound
@@ -75,11 +75,13 @@ class Options:
     s3_customers: int  # 0: every company customer
     only: tuple[str, ...]
     support_rate: float
+    generator: str  # S3 against the gateway: "auto" (wrk when installed), "wrk" or "python"
     s1_requests: int
     s2_requests: int
     s4_requests: int
     profile_requests: int
     out: Path
+    name: str | None  # the report files' stem (default: the date, "-quick" for --quick)
     data_dir: Path
     timeout: float
     quiet_wait: float
@@ -114,11 +116,20 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         default=100_000.0,
         help="the helpdesk's rate limit, calls/s (its default 50 would cap S3 for every client)",
     )
+    p.add_argument(
+        "--generator",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="S3's load generator against the gateway: wrk when installed (auto), or the Python one",
+    )
     p.add_argument("--s1-requests", type=int, default=None, help="default 50; --quick 8")
     p.add_argument("--s2-requests", type=int, default=None, help="default 20; --quick 3")
     p.add_argument("--s4-requests", type=int, default=None, help="default 300; --quick 20")
     p.add_argument("--profile-requests", type=int, default=None, help="default 200; --quick 10")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default bench/results)")
+    p.add_argument(
+        "--name", default=None, help="report file names (default: the date; a second run of a day: a tag)"
+    )
     p.add_argument("--data-dir", type=Path, default=None, help="default var/bench-data/<customers>-<seed>")
     p.add_argument("--timeout", type=float, default=1800.0, help="give up (and clean up) after this many s")
     p.add_argument(
@@ -148,11 +159,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         s3_customers=pick(a.s3_customers, 0, 200),
         only=tuple(s for s in SCENARIOS if s in only),
         support_rate=a.support_rate,
+        generator=a.generator,
         s1_requests=pick(a.s1_requests, 50, 8),
         s2_requests=pick(a.s2_requests, 20, 3),
         s4_requests=pick(a.s4_requests, 300, 20),
         profile_requests=pick(a.profile_requests, 200, 10),
         out=a.out,
+        name=a.name,
         data_dir=a.data_dir or ROOT / "var" / "bench-data" / f"{a.customers}-{a.seed}",
         timeout=a.timeout,
         quiet_wait=pick(a.quiet_wait, 180.0, 0.0),
@@ -471,43 +484,18 @@ class Bench:
             result["calls_equal_minimum"] = made == n * bound.min_total
         return result
 
-    async def prime(self, gateway: Child, concurrency: int = 16) -> dict[str, Any]:
-        """Warm S3: one S1 request for every S3 customer first (not measured), ``concurrency`` at once."""
-        todo = list(self.companies)
-        problems: dict[str, int] = {}
-        started = time.perf_counter()
-
-        async def worker() -> None:
-            http = RawHttp(gateway.url + "/graphql", {"Authorization": f"Bearer {self.token}"})
-            try:
-                while todo:
-                    body = orjson.dumps({"query": S1_QUERY, "variables": {"id": customer_id(todo.pop())}})
-                    try:
-                        problem = graphql_problem(*(await http.post(body)), s1_check)
-                    except Exception as exc:
-                        problem = type(exc).__name__
-                    if problem is not None:
-                        problems[problem] = problems.get(problem, 0) + 1
-            finally:
-                await http.close()
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return {
-            "customers": len(self.companies),
-            "seconds": round(time.perf_counter() - started, 2),
-            "errors": sum(problems.values()),
-            "error_kinds": problems,
-        }
-
-    def load_run(self, label: str, mode: str, gateway: Child | None) -> dict[str, Any]:
-        """S3: the closed loop in a separate process, with every process's CPU over the window."""
+    def load_run(
+        self, label: str, mode: str, gateway: Child | None, account_nos: list[str]
+    ) -> dict[str, Any]:
+        """S3: the closed loop in a separate process (``bench/loadgen.py``), with every process's CPU
+        over the window."""
         from demo import contracts, sales, support
 
         o = self.opts
         result_path = self.tmp / f"s3-{label}-result.json"
         config = {
             "mode": mode,
-            "account_nos": self.companies,
+            "account_nos": account_nos,
             "clients": o.clients,
             "warmup": o.warmup,
             "duration": o.duration,
@@ -568,7 +556,103 @@ class Bench:
             },
             "machine_busy": round((busy1 - busy0) / (total1 - total0), 3) if total1 > total0 else None,
             "cores": cores,
+            "generator": "python",
         }
+
+    def wrk_run(self, label: str, gateway: Child, account_nos: list[str], wrk: str) -> dict[str, Any]:
+        """S3 against the gateway with ``wrk`` (``bench/wrk.py``): a warm-up run, then the measured
+        one, with every process's CPU over it (wrk's own from this process's reaped children)."""
+        o = self.opts
+        bodies = [
+            orjson.dumps({"query": S1_QUERY, "variables": {"id": customer_id(a)}}).decode()
+            for a in account_nos
+        ]
+        tokens = [self.client_token(i) for i in range(o.clients)]
+        script = wrk_tool.write_script(
+            self.tmp / f"s3-{label}.lua", url_path="/graphql", bodies=bodies, tokens=tokens, seed=o.seed
+        )
+        url = gateway.url + "/graphql"
+        if o.warmup > 0:
+            wrk_tool.run(wrk_tool.command(wrk, url, script, o.clients, o.warmup), timeout=o.warmup + 120)
+        watched = {**{f"system:{s}": c for s, c in self.systems.items()}, "gateway": gateway}
+        stats0 = self.ctl.stats()
+        cpu0 = {name: c.cpu() for name, c in watched.items()}
+        children0 = _children_cpu()
+        busy0, total0 = machine_cpu()
+        t0 = time.perf_counter()
+        measured = wrk_tool.command(wrk, url, script, o.clients, o.duration)
+        raw = wrk_tool.run(measured, timeout=o.duration + 180)
+        window = time.perf_counter() - t0
+        cpu1 = {name: c.cpu() for name, c in watched.items()}
+        used = {name: (cpu1[name] - cpu0[name]) for name in watched}
+        used["loadgen"] = _children_cpu() - children0
+        busy1, total1 = machine_cpu()
+        stats1 = self.ctl.stats()
+        self.drain()
+        elapsed = raw["duration_us"] / 1e6
+        ok = int(raw["good"])
+        errors = {kind: int(raw[kind]) for kind in ("connect", "read", "write", "timeout") if int(raw[kind])}
+        if raw["bad"]:
+            errors["bad answer (HTTP status, errors or no customer)"] = int(raw["bad"])
+        calls = call_counts(stats0, stats1)
+        made = sum(c["calls"] for c in calls.values())
+        quantiles = [round(float(v), 3) for v in raw["quantiles_ms"]]
+        return {
+            "mode": "gateway",
+            "generator": "wrk",
+            "clients": o.clients,
+            "warmup_s": o.warmup,
+            "duration_s": o.duration,
+            "elapsed_s": round(elapsed, 3),
+            "ok": ok,
+            "errors": sum(errors.values()),
+            "error_kinds": errors,
+            "rps": round(ok / elapsed, 2) if elapsed > 0 else 0.0,
+            "outside_window": 0,
+            "loadgen_cpu_s": round(used["loadgen"], 3),
+            "latency_ms": {
+                "n": ok,
+                "p50": quantiles[50] if quantiles else None,
+                "p90": quantiles[90] if quantiles else None,
+                "p99": quantiles[99] if quantiles else None,
+                "mean": round(float(raw["mean_ms"]), 2),
+                "min": quantiles[0] if quantiles else None,
+                "max": quantiles[100] if quantiles else None,
+            },
+            "quantiles_ms": quantiles,
+            "upstream": calls,
+            "calls_per_request": round(made / ok, 3) if ok else None,
+            "cpu_window_s": round(window, 3),
+            "cpu_cores_used": {name: round(seconds / window, 3) for name, seconds in used.items()},
+            "cpu_ms_per_request": {
+                name: round(seconds / ok * 1000, 2) if ok else None for name, seconds in used.items()
+            },
+            "machine_busy": round((busy1 - busy0) / (total1 - total0), 3) if total1 > total0 else None,
+            "cores": len(os.sched_getaffinity(0)),
+        }
+
+    def drain(self, quiet: float = 0.5, limit: float = 60.0) -> None:
+        """Wait until no system has been called for ``quiet`` seconds (at most ``limit``): wrk closes
+        its connections at the end of its window, but the gateway finishes the requests it has, and
+        their register calls must not overlap the next run's (the register answers a fifth call in
+        flight with 503, which opens the circuit breaker of whoever made it)."""
+        deadline = time.monotonic() + limit
+        before = call_counts(_zero_stats(), self.ctl.stats())
+        while time.monotonic() < deadline:
+            time.sleep(quiet)
+            now = call_counts(_zero_stats(), self.ctl.stats())
+            if now == before:
+                return
+            before = now
+
+    def s3_gateway(self, label: str, gateway: Child, account_nos: list[str]) -> dict[str, Any]:
+        """S3 against the gateway: with wrk when installed, else with the Python generator."""
+        wrk = wrk_tool.find_wrk() if self.opts.generator != "python" else None
+        if wrk is None:
+            if self.opts.generator == "wrk":
+                raise RuntimeError("--generator wrk: wrk is not installed (apt-get install wrk)")
+            return self.load_run(label, "gateway", gateway, account_nos)
+        return self.wrk_run(label, gateway, account_nos, wrk)
 
     async def cpu_run(self, attempt: Attempt, n: int, pid: int | None) -> dict[str, Any]:
         """S4: CPU seconds of ``pid`` (or of this process) per request, zero upstream latency."""
@@ -647,19 +731,22 @@ class Bench:
             if "S3" in o.only:
                 await http.close()
 
-                async def s3() -> dict[str, Any]:
-                    primed = None
-                    if mode == "warm":
-                        with self.phase("S3 warm: priming the cache"):
-                            primed = await self.prime(gateway)
-                    return {**self.load_run(f"gateway-{mode}", "gateway", gateway), "primed": primed}
+                one, many = [self.s1_account], self.companies
+                for scenario, customers in (("S3", one), ("S3m", many)):
 
-                async def s3_baseline() -> dict[str, Any]:
-                    return self.load_run("baseline", "baseline", None)
+                    async def s3(
+                        scenario: str = scenario, customers: list[str] = customers
+                    ) -> dict[str, Any]:
+                        return self.s3_gateway(f"{scenario}-gateway-{mode}", gateway, customers)
 
-                out["S3"] = await self.guarded(f"S3 {mode}", s3)
-                if baseline is not None:
-                    baseline["S3"] = await self.guarded("S3 baseline", s3_baseline)
+                    async def s3_baseline(
+                        scenario: str = scenario, customers: list[str] = customers
+                    ) -> dict[str, Any]:
+                        return self.load_run(f"{scenario}-baseline", "baseline", None, customers)
+
+                    out[scenario] = await self.guarded(f"{scenario} {mode}", s3)
+                    if baseline is not None:
+                        baseline[scenario] = await self.guarded(f"{scenario} baseline", s3_baseline)
             if "S4" in o.only:
                 self.ctl.set_latency(dict.fromkeys(SYSTEMS, 0.0))
                 try:
@@ -837,6 +924,12 @@ def _ratio(measured: float | None, limit: float) -> float | None:
 
 def _own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's children that have ended (wrk's runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import sniffio
 from graphql import GraphQLError
 from graphql.validation import MaxIntrospectionDepthRule
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -339,6 +340,7 @@ class Gateway:
     async def start(self) -> None:
         """Migrate the database; connect the cache's invalidation channel (with CG_REDIS_URL); make
         the connectors now, not on the first request."""
+        declare_asyncio()
         await self.database.migrate()
         self.upstreams  # noqa: B018 (the property builds them)
         if self.cache is not None and self.settings.redis_url:
@@ -460,6 +462,16 @@ def serving_app(settings: Settings) -> Starlette:
     app = create_app(settings)
     settle_heap()
     return app
+
+
+def declare_asyncio() -> None:
+    """Tell sniffio, once, that this thread runs asyncio. httpcore (the connectors' pool) and anyio ask
+    ``sniffio.current_async_library()`` on every lock, event and cancel scope they use — several times
+    per upstream call — and undeclared, sniffio answers by calling ``asyncio.current_task()``, which on
+    CPython 3.11 makes a ``getpid()`` system call each time (the running-loop check). Under S3 load that
+    was about a quarter of the gateway process's ~560 ``getpid`` calls per answer (py-spy ``--native``,
+    ``strace -c``; bench/results, issue #19). The event loop's thread runs asyncio for its whole life."""
+    sniffio.thread_local.name = "asyncio"
 
 
 GC_YOUNGEST_THRESHOLD = 20_000  # allocations between collections of the youngest generation (default 700)
