@@ -625,6 +625,20 @@ AND (a.tax_id IS NULL OR NOT EXISTS (SELECT 1 FROM contracts.contracts c WHERE c
 ORDER BY a.account_no"""
 
 
+def export_requesters(data: DemoData, path: Path) -> int:
+    """The helpdesk's requesters as its admin export gives them (CSV: email, display_name); how many."""
+    import csv
+
+    with sqlite3.connect(f"file:{data.support_db}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT email, display_name FROM requesters ORDER BY email").fetchall()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["email", "display_name"])
+        writer.writerows(rows)
+    return len(rows)
+
+
 def dormant_accounts(data: DemoData | Path | str = DEFAULT_DATA_DIR) -> list[str]:
     """Every account with no activity, ticket or contract in the 365 days before the anchor."""
     data = data if isinstance(data, DemoData) else load(data)

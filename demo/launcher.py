@@ -25,6 +25,7 @@ import httpx
 from gateway.auth import DEV_TOKEN_HOURS, issue_token
 from gateway.settings import Settings, load_settings
 
+from .data import export_requesters
 from .servers import DEFAULT_PORTS, DemoSystems
 from .webhooks import DEFAULT_SECRETS
 
@@ -187,7 +188,7 @@ def run_demo(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import serving_app
-    from gateway.identity_cli import run_scan
+    from gateway.identity_cli import requesters_main, run_scan
     from gateway.server import guarded_http
 
     settings = load_settings(args.config)
@@ -245,6 +246,12 @@ def run_demo(args: argparse.Namespace) -> int:
         print(
             f"Identity scan: {scan.accounts} accounts, {scan.probable} probable duplicate pairs "
             f"({scan.seconds:.1f} s)."
+        )
+        # The helpdesk cannot list its requesters: import its export, as an operator would.
+        export = systems.data_dir / "helpdesk-requesters.csv"
+        export_requesters(systems.data, export)
+        requesters_main(
+            [str(export), *(["--database-url", settings.database_url] if settings.database_url else [])]
         )
         threading.Thread(target=_announce_when_up, args=(systems, settings), daemon=True).start()
         uvicorn.run(

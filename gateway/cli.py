@@ -107,9 +107,10 @@ def cmd_pool(args: argparse.Namespace) -> int:
 
 
 def cmd_identity(args: argparse.Namespace) -> int:
-    from .identity_cli import scan_main
+    from .identity_cli import requesters_main, scan_main
 
-    return scan_main(args.args, config=args.config)
+    main = {"scan": scan_main, "requesters": requesters_main}[args.action]
+    return main(args.args, config=args.config)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -179,10 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     identity = sub.add_parser(
         "identity",
         help="who is who: match every sales account (duplicates, incomplete records, changed e-mails)",
-        description="identity scan [--database-url URL] [--per-page N] [--no-progress]",
+        description="identity scan [--database-url URL] [--per-page N] [--no-progress] | "
+        "identity requesters FILE (import the helpdesk's requesters)",
     )
-    identity.add_argument("action", choices=["scan"])
-    identity.add_argument("args", nargs=argparse.REMAINDER, help="see 'customer-graph identity scan --help'")
+    identity.add_argument("action", choices=["scan", "requesters"])
+    identity.add_argument(
+        "args", nargs=argparse.REMAINDER, help="see 'customer-graph identity ACTION --help'"
+    )
     identity.set_defaults(func=cmd_identity)
 
     audit = sub.add_parser(

@@ -12,7 +12,7 @@ customer is never called dormant because the helpdesk was down.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -30,18 +30,29 @@ def _recent(moment: datetime | None, cut: datetime) -> bool:
     return moment is not None and moment >= cut
 
 
-async def dormant_flags(loaders: Loaders, accounts: Sequence[Account], now: datetime) -> list[bool]:
-    """Per account: dormant as of ``now`` (the same answer ``Customer.dormant`` gives)."""
+def _no_extra(account_no: str) -> tuple[str, ...]:
+    return ()
+
+
+async def dormant_flags(
+    loaders: Loaders,
+    accounts: Sequence[Account],
+    now: datetime,
+    extra_emails: Callable[[str], tuple[str, ...]] = _no_extra,
+) -> list[bool]:
+    """Per account: dormant as of ``now`` (the same answer ``Customer.dormant`` gives). ``extra_emails``:
+    an account's previous and linked support e-mails (features/identity), whose tickets count too."""
     cut = now - DORMANT_AFTER
     activities = await loaders.activities.load_many([a.account_no for a in accounts])
     undecided = [i for i, items in enumerate(activities) if not _recent(last_contact(items, (), ()), cut)]
-    emails = sorted({e for i in undecided if (e := accounts[i].email)})
+    support = {i: _support_emails(accounts[i], extra_emails) for i in undecided}
+    emails = sorted({e for i in undecided for e in support[i]})
     if emails:
         tickets = dict(zip(emails, await loaders.tickets.load_many(emails), strict=True))
         undecided = [
             i
             for i in undecided
-            if not _recent(last_contact((), tickets.get(accounts[i].email or "", ()), ()), cut)
+            if not _recent(last_contact((), [t for e in support[i] for t in tickets.get(e, ())], ()), cut)
         ]
     tax_ids = sorted({t for i in undecided if (t := accounts[i].tax_id)})
     if tax_ids:
@@ -61,7 +72,17 @@ def dormancy_select(context: RequestContext, dormant: bool) -> BatchPredicate:
     """A scan condition for ``customers(filter: {dormant: …})``: dormant (or not) as of the request."""
 
     async def select(accounts: Sequence[Account]) -> list[bool]:
-        flags = await dormant_flags(context.loaders, accounts, context.now)
+        flags = await dormant_flags(context.loaders, accounts, context.now, extra_emails_of(context))
         return flags if dormant else [not flag for flag in flags]
 
     return select
+
+
+def extra_emails_of(context: RequestContext) -> Callable[[str], tuple[str, ...]]:
+    """The request's view of previous and linked support e-mails (none without identity)."""
+    return context.identity.extra_emails if context.identity is not None else _no_extra
+
+
+def _support_emails(account: Account, extra: Callable[[str], tuple[str, ...]]) -> tuple[str, ...]:
+    current = (account.email,) if account.email else ()
+    return current + tuple(e for e in extra(account.account_no) if e != account.email)

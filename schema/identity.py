@@ -336,8 +336,16 @@ async def _best_guess(
     if requester is None:
         return None, None
     phone = normalize_phone(requester.phone) if requester.phone else ""
-    probe = match.Profile(f"requester:{email}", "person", "", match.text(requester.display_name or ""), "",
-                          match.email(email), match.phone(phone), "")  # fmt: skip
+    probe = match.Profile(
+        account_no=f"requester:{email}",
+        kind="person",
+        region="",
+        name=match.text(requester.display_name or ""),
+        contact="",
+        email=match.email(email),
+        phone=match.phone(phone),
+        tax_id="",
+    )
     others = set(await identity.candidates(probe))
     name = (requester.display_name or "").strip()
     if name:

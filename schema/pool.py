@@ -33,7 +33,7 @@ from features.pool.store import history_cursor
 
 from .context import RequestContext, WriteRecord
 from .customer import Customer
-from .dormancy import dormant_flags
+from .dormancy import dormant_flags, extra_emails_of
 from .enums import CustomerStatus, Region
 from .errors import BadUserInput, Conflict, Forbidden, GraphError, NotFound
 from .ids import customer_key
@@ -575,7 +575,11 @@ class PoolMutation:
             position = start + len(page.accounts)
             scanned += len(rest)
             owned = [a for a in rest if a.owner_id is not None]
-            flags = await dormant_flags(context.loaders, owned, context.now) if owned else []
+            flags = (
+                await dormant_flags(context.loaders, owned, context.now, extra_emails_of(context))
+                if owned
+                else []
+            )
             for account, dormant in zip(owned, flags, strict=True):
                 if not dormant:
                     continue

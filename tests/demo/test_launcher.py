@@ -108,6 +108,27 @@ def test_the_demo_prints_tokens_once_it_answers_and_more_can_be_minted(tmp_path:
             headers={"Authorization": f"Bearer {token}"},
         )
         assert answer.json() == {"data": {"viewer": {"id": "u-9", "roles": ["finance"]}}}
+        # who is who is ready in the demo: one scan ran, the helpdesk's requesters were imported
+        assert any(line.startswith("Identity scan: ") for line in lines), "".join(lines)
+        assert any(line.startswith("identity requesters: ") for line in lines), "".join(lines)
+        steward = subprocess.run(
+            [*CLI, "--env-file", str(env_file), "token", "--sub", "u-8", "--role", "data_steward"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "CG_JWT_SECRET": ""},
+            timeout=30,
+        ).stdout.strip()
+        lists = httpx.post(
+            f"http://127.0.0.1:{ports['gateway']}/graphql",
+            json={
+                "query": "{ duplicateCandidates(first: 5) { edges { node { score } } } "
+                "unmatchedRequesters(first: 50) { edges { node { email bestGuess { accountNo } } } } }"
+            },
+            headers={"Authorization": f"Bearer {steward}"},
+        ).json()["data"]
+        assert len(lists["duplicateCandidates"]["edges"]) == 5
+        guessed = [e for e in lists["unmatchedRequesters"]["edges"] if e["node"]["bestGuess"] is not None]
+        assert guessed, lists["unmatchedRequesters"]
     finally:
         process.terminate()
         process.wait(timeout=30)

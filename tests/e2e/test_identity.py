@@ -346,3 +346,56 @@ async def test_a_release_as_duplicate_names_the_duplicate(world: World) -> None:
     )
     node = history["data"]["poolHistory"]["edges"][0]["node"]
     assert node == {"kind": "RELEASE", "releaseReason": "DUPLICATE", "duplicateOf": {"accountNo": a}}
+
+
+async def _dormant_set(graph: Graph) -> set[str]:
+    found: set[str] = set()
+    after = None
+    while True:
+        result = await graph.query(
+            "query($after: String) { customers(first: 100, after: $after, filter: {dormant: true}) "
+            "{ edges { node { accountNo } } pageInfo { hasNextPage endCursor } } }",
+            {"after": after},
+            roles=["support_agent"],
+        )
+        page = result["data"]["customers"]
+        found |= {e["node"]["accountNo"] for e in page["edges"]}
+        if not page["pageInfo"]["hasNextPage"]:
+            return found
+        after = page["pageInfo"]["endCursor"]
+
+
+async def test_a_linked_email_counts_for_dormancy(world: World) -> None:
+    """`dormant` and `customers(filter: {dormant})` count the tickets of every support e-mail."""
+    demo, graph = world.demo, world.graph
+    recent = world.gateway.identity.clock().timestamp() - 300 * 86400
+
+    def has_recent_ticket(email: str) -> bool:
+        tickets = httpx.post(
+            demo.support_url + "/v2/tickets/search",
+            json={"requester_emails": [email]},
+            headers=demo.auth_headers("support"),
+        ).json()["tickets"]
+        return any(t["updated_at"] > recent for t in tickets)
+
+    moved = [(no, old) for no, old in world.truth["previous_emails"] if has_recent_ticket(old)]
+    if not moved:
+        pytest.skip("no moved e-mail with a ticket in the last 300 days in this data set")
+    account_no, old = moved[0]
+    cid = customer_id(account_no)
+    one = "query($id: ID!) { customer(id: $id) { dormant lastContactAt } }"
+    before = (await graph.query(one, {"id": cid}, roles=["support_agent"]))["data"]["customer"]
+    assert before["dormant"] is True and account_no in await _dormant_set(graph)
+    link = "mutation($id: ID!, $e: String!) { linkIdentity(customerId: $id, email: $e) { customer { accountNo } } }"
+    assert "errors" not in await graph.query(link, {"id": cid, "e": old}, roles=STEWARD)
+    try:
+        after = (await graph.query(one, {"id": cid}, roles=["support_agent"]))["data"]["customer"]
+        assert after["dormant"] is False and after["lastContactAt"] is not None
+        assert account_no not in await _dormant_set(graph)
+    finally:
+        await graph.query(
+            'mutation($id: ID!, $e: String!) { unlinkIdentity(customerId: $id, email: $e, reason: "test") '
+            "{ customer { accountNo } } }",
+            {"id": cid, "e": old},
+            roles=STEWARD,
+        )
