@@ -27,6 +27,7 @@ from strawberry.extensions import AddValidationRules, DisableIntrospection
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
+from features.history import CustomerHistory
 from features.identity.service import Identity
 from features.identity.store import IdentityStore
 from features.pool import PoolService
@@ -93,6 +94,7 @@ class GraphView(GraphQLOverHTTP):
             cache=gateway.cache,
             pool=gateway.pool,
             identity=gateway.identity,
+            history=gateway.history,
             principal=principal,
             guard=Guard(policy, principal) if principal is not None else None,
             request_id=request_id,
@@ -194,6 +196,7 @@ class Gateway:
             ),
         )
         self.access = AccessRequests(self.database, self.policies, audit=self.audit)
+        self.history = CustomerHistory(self.database, self.audit)  # Customer.history
         self.journal = WriteJournal(self.database)  # writes: intent before, outcome with the audit record
         self._journal_watch: asyncio.Task[None] | None = None
         # The public pool (features/pool): its history database opens on first use; the sweep is

@@ -111,7 +111,9 @@ class Settings:
     support_webhook_secret: str = ""  # HMAC-SHA256 key of X-Helpdesk-Signature (POST /hooks/support)
     contracts_poll_interval: float = 60.0  # seconds between the register's updated_since polls; 0 = none
     live_queue_size: int = 100  # changes queued per subscriber; a slower one loses the oldest
-    events_retention_days: float = 7.0  # published events kept (the window in which repeats are known)
+    # published events kept: the window in which repeats are known, and how far back Customer.history shows
+    # the systems' changes (the issue: at least a year)
+    events_retention_days: float = 365.0
 
     extra: Mapping[str, Any] = field(default_factory=dict)
 

@@ -48,6 +48,7 @@ _FIELDS: tuple[FieldSpec, ...] = (
     _f("createdAt", "scalar", "created_at", "when the account was created"),
     _f("lastContactAt", "scalar", "", "derived: newest activity, ticket or non-confidential contract"),
     _f("dormant", "scalar", "", "derived: no contact in the last 365 days"),
+    _f("history", "list", "", "the customer's timeline; its values follow the reader's other decisions"),
     # --- Customer: record keeping (not identity: an identity-only role does not get them) ---------
     _f("updatedAt", "scalar", "updated_at", "when the sales record last changed"),
     _f("version", "scalar", "version", "the sales record's version (sent back with a write)"),

@@ -14,6 +14,7 @@ from .errors import GraphError, Unauthenticated
 from .loaders import Loaders
 
 if TYPE_CHECKING:
+    from features.history import CustomerHistory
     from features.identity.service import Identity
     from features.store import AccessRequests, AuditLog
 
@@ -69,6 +70,7 @@ class RequestContext:
     audit_log: AuditLog | None = None  # the audit trail, for auditLog (features/store/audit.py)
     pool: PoolPort | None = None  # the public pool's rules and history (features/pool)
     identity: Identity | None = None  # who is who: support identities, duplicates (features/identity)
+    history: CustomerHistory | None = None  # one timeline per customer (features/history.py)
     writes: list[WriteRecord] = field(default_factory=list)
     journal: Journal | None = None
     intents: list[tuple[str, str, str | None]] = field(default_factory=list)  # (id, operation, account)

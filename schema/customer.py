@@ -14,11 +14,13 @@ import strawberry
 from connectors import models
 from connectors.errors import UpstreamError
 from connectors.normalize import round2
+from features.cursors import InvalidCursor
 from features.identity import match
 from policies.engine import CustomerView
 
 from .enums import ContractStatus, CustomerKind, CustomerStatus, Region, TicketStatus
 from .errors import BadUserInput
+from .history import HistoryConnection, HistoryFilter, HistoryPageInfo, Reader, sources_of
 from .ids import encode_id
 from .loaders import Resolved, then, then_all
 from .records import Activity, Contract, Opportunity, Order, Payment, SalesUser, Satisfaction, Ticket
@@ -244,6 +246,48 @@ class Customer(Node):
         if context.identity is None or limit == 0:
             return []
         return (await duplicates_of(context, self.account, self.view))[:limit]
+
+    @strawberry.field(
+        description="One timeline, newest first: writes made through the gateway (who, when, before/after), "
+        "the systems' change events, pool events (claims, releases with reasons, recycles, reassignments, "
+        "reviews, warnings) and access grants used on it. Values as you may see them; entries about what "
+        "you may not see are left out. Kept a year at least (events_retention_days).",
+        graphql_type=HistoryConnection | None,
+    )
+    async def history(
+        self,
+        info: strawberry.Info,
+        first: int | None = 20,
+        after: str | None = None,
+        filter: HistoryFilter | None = None,
+    ) -> HistoryConnection:
+        context = _context(info)
+        limit = _first(context, first)
+        self._relation(context, "history")
+        if context.history is None:
+            return HistoryConnection(
+                edges=[], page_info=HistoryPageInfo(has_next_page=False, end_cursor=None)
+            )
+        reader = Reader(context, self.account, self.view)
+        wanted = filter or HistoryFilter()
+        try:
+            page = await context.history.page(
+                self.account_no,
+                emails=support_emails(context, self.account),
+                tax_id=self.account.tax_id,
+                first=limit,
+                after=after,
+                sources=reader.sources(sources_of(wanted)),
+                since=wanted.since,
+                until=wanted.until,
+                keep=reader.keep,
+            )
+        except InvalidCursor:
+            raise BadUserInput("'after' is not a cursor from this customer's history.") from None
+        return HistoryConnection(
+            edges=[reader.edge(entry) for entry in page.entries],
+            page_info=HistoryPageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
+        )
 
     # --- contracts -----------------------------------------------------------------------------
 

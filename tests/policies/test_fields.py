@@ -91,7 +91,7 @@ def test_field_table_cell(policy: Policy, field: str, column: str) -> None:
 RECORD_KEEPING = ("updatedAt", "version", "recycleAt")
 # Identity across the systems (features/identity): like record keeping, every role that sees the row but
 # the auditor; what they show is bounded by the caller's rows and its other field decisions.
-IDENTITY_ACROSS = ("possibleDuplicates", "supportIdentities")
+IDENTITY_ACROSS = ("possibleDuplicates", "supportIdentities", "history")
 
 
 def test_every_customer_field_is_in_the_table_or_identity() -> None:
