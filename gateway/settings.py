@@ -103,6 +103,11 @@ class Settings:
     pool_recycle_after_days: float = 90.0  # no activity by the owner this long: back to the pool
     pool_warn_days: float = 7.0  # warn the owner this long before (recycleAt, an event)
     pool_protection_days: float = 14.0  # never recycled this soon after it was claimed / assigned
+    # A customer entering the pool (release, recycle, manager to the pool) waits for a sales manager of its
+    # region or a data steward to review it before anyone may claim it; reasons listed in pool_review_skip
+    # (release reasons, recycle causes: e.g. "wrong_region,inactive") skip the review.
+    pool_review: bool = True
+    pool_review_skip: str = ""
     pool_sweep_interval: float = 3600.0  # seconds between sweeps inside the gateway; 0 = none
 
     # Live updates (gateway/events): signed webhooks from sales and support (empty secret: that
@@ -239,9 +244,29 @@ def _check_request_limits(settings: Settings) -> None:
                 raise SettingsError(f"{name}: {role} must be at least 1")
 
 
+_REVIEW_REASONS = frozenset(
+    (
+        "no_demand",
+        "unreachable",
+        "duplicate",
+        "wrong_region",
+        "capacity",
+        "other",
+        "inactive",
+        "dormant",
+        "reassign",
+    )
+)
+
+
 def _check_pool(settings: Settings) -> None:
     if settings.pool_max_owned < 1:
         raise SettingsError("pool_max_owned: must be at least 1")
+    for reason in (r.strip() for r in settings.pool_review_skip.split(",")):
+        if reason and reason not in _REVIEW_REASONS:
+            raise SettingsError(
+                f"pool_review_skip: unknown reason {reason!r} (one of {', '.join(sorted(_REVIEW_REASONS))})"
+            )
     for name in (
         "pool_cooldown_days",
         "pool_recycle_after_days",

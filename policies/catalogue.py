@@ -141,6 +141,7 @@ OPERATIONS: Mapping[str, OperationSpec] = MappingProxyType(
             OperationSpec("assignOwner", True, False, "assign or reassign an owner"),
             OperationSpec("decideAccessRequest", True, False, "approve or deny an access request"),
             OperationSpec("readAuditLog", False, False, "read the audit log"),
+            OperationSpec("reviewPoolEntry", True, False, "review a customer that entered the pool"),
             OperationSpec("linkIdentity", True, False, "link or unlink a support e-mail to a customer"),
             OperationSpec("markNotDuplicate", True, False, "mark two customers as not the same"),
             OperationSpec(

@@ -276,6 +276,8 @@ _DATUM = {
     "tax_id": "taxId",
     "owner_id": "owner",
     "reason": "owner",  # a release's reason: part of the ownership change
+    "review": "owner",  # a pool review's state: part of the ownership change
+    "duplicate_of": "owner",  # a release as a duplicate: the other customer's account number
 }
 # Writes whose values all belong to one list field of the customer.
 _DATUM_OF_OPERATION = {"logActivity": "activities", "openTicket": "tickets"}

@@ -13,6 +13,7 @@ from cachetools import TTLCache
 
 from connectors import models
 from connectors.errors import UpstreamConflict, UpstreamInvalid, UpstreamNotFound
+from features.pool.rules import PoolEventKind, PoolRecord
 from features.store.db import StoreUnavailable
 
 from .context import RequestContext, WriteRecord
@@ -312,6 +313,24 @@ class Mutation:
         except UpstreamInvalid as exc:
             raise refused_values(exc) from None
         context.evict(account.account_no)
+        if context.pool is not None and account.owner_id != owner_id:
+            # the pool history: the previous owner lost it (its cooldown starts); to nobody: a review
+            reassign = PoolRecord(
+                kind=PoolEventKind.REASSIGN,
+                account_no=account.account_no,
+                actor=context.require_principal().sub,
+                at=context.now,
+                owner_id=account.owner_id,
+                reason="reassign",
+                assigned_to=owner_id,
+                sales_stamp=updated.owner_since or updated.pool_since,
+                request_id=context.request_id,
+                region=account.region,
+            )
+            try:
+                await context.pool.record([reassign])
+            except Exception:  # the owner change happened (the sales system is the truth)
+                log.exception("pool history not recorded", extra={"request_id": context.request_id})
         context.record(
             WriteRecord(
                 "assignOwner",

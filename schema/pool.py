@@ -27,7 +27,15 @@ import strawberry
 from connectors import models
 from connectors.errors import UpstreamConflict, UpstreamError, UpstreamInvalid, UpstreamNotFound
 from features.pool import rules
-from features.pool.rules import HistoryPage, PoolEventKind, PoolRecord, PoolRules, RecycleCause
+from features.pool.rules import (
+    HistoryPage,
+    PoolEventKind,
+    PoolRecord,
+    PoolRules,
+    RecycleCause,
+    Review,
+    ReviewState,
+)
 from features.pool.store import MAX_PAGE as MAX_HISTORY_PAGE
 from features.pool.store import history_cursor
 
@@ -66,6 +74,16 @@ class PoolPort(Protocol):
 
     async def history(self, account_no: str, first: int, after: str | None) -> HistoryPage: ...
 
+    async def review_states(self, account_nos: Sequence[str]) -> dict[str, Review]: ...
+
+    async def review_queue(
+        self, *, region: str | None, first: int, after: str | None
+    ) -> tuple[list[Review], str | None, bool]: ...
+
+    async def decide_review(
+        self, review: Review, state: ReviewState, record: PoolRecord, *, note: str | None
+    ) -> bool: ...
+
 
 # --- enums and types ----------------------------------------------------------------------------
 
@@ -94,6 +112,82 @@ class PoolHistoryKind(Enum):
     RELEASE = "release"
     RECYCLE = "recycle"
     WARNING = "warning"  # its owner was told it will be recycled (recycleAt)
+    REASSIGN = "reassign"  # a manager or steward gave it to another owner (or to the pool)
+    REVIEW = "review"  # a reviewer decided it after it entered the pool
+
+
+@strawberry.enum(description="Where a customer that entered the pool stands in its review.")
+class PoolReviewState(Enum):
+    PENDING = "pending"  # waiting for a reviewer: not claimable
+    APPROVED = "approved"  # claimable
+    RETURNED = "returned"  # sent back to an owner
+    CLEANUP = "cleanup"  # marked for data cleanup: not claimable
+
+
+@strawberry.enum(description="A reviewer's decision on a customer that entered the pool.")
+class PoolReviewDecision(Enum):
+    APPROVE = "approved"
+    RETURN = "returned"
+    CLEANUP = "cleanup"
+
+
+@strawberry.type(
+    description="The review a customer waits for after entering the pool (pool_review settings)."
+)
+class PoolReview:
+    state: PoolReviewState
+    cause: str = strawberry.field(
+        description="Why it entered: the release reason, recycle cause or reassign."
+    )
+    note: str | None = strawberry.field(description="The release's note (for its author and reviewers).")
+    previous_owner: strawberry.ID | None
+    entered_at: datetime
+    entered_by: str
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_note: str | None
+
+    @classmethod
+    def of(cls, review: Review, *, sees_notes: bool) -> PoolReview:
+        return cls(
+            state=PoolReviewState(review.state.value),
+            cause=review.cause,
+            note=review.note if sees_notes else None,
+            previous_owner=strawberry.ID(review.previous_owner) if review.previous_owner else None,
+            entered_at=review.entered_at,
+            entered_by=review.entered_by,
+            decided_by=review.decided_by,
+            decided_at=review.decided_at,
+            decision_note=review.decision_note if sees_notes else None,
+        )
+
+
+@strawberry.type(description="A customer waiting for review, with its background (reviewers).")
+class PoolReviewItem:
+    customer: Customer = strawberry.field(
+        description="The customer: its lastContactAt, tickets(status: [NEW, OPEN, PENDING]), contracts and "
+        "possibleDuplicates as the reviewer may see them."
+    )
+    review: PoolReview
+
+
+@strawberry.type
+class PoolReviewEdge:
+    cursor: str
+    node: PoolReviewItem
+
+
+@strawberry.type
+class PoolReviewConnection:
+    edges: list[PoolReviewEdge]
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class DecidePoolReviewPayload:
+    customer: Customer | None
+    review: PoolReview | None
 
 
 @strawberry.enum(description="Why a customer was recycled to the pool.")
@@ -109,6 +203,9 @@ class PoolEntry:
     days_in_pool: int | None = strawberry.field(description="Whole days since poolSince.")
     reason: PoolEntryReason = strawberry.field(description="How it entered the pool.")
     release_reason: ReleaseReason | None = strawberry.field(description="When released: the reason given.")
+    review: PoolReview | None = strawberry.field(
+        default=None, description="Its review since it entered the pool; null: none (claimable)."
+    )
 
 
 @strawberry.type
@@ -153,6 +250,9 @@ class PoolHistoryEntry:
     note: str | None = strawberry.field(
         description="A release's note: shown to its author and to whoever may assign the customer's owner "
         "(writes.assignOwner); null for everyone else."
+    )
+    assigned_to: strawberry.ID | None = strawberry.field(
+        default=None, description="A reassignment or a review's return: the new owner."
     )
     duplicate_of: Customer | None = strawberry.field(
         default=None,
@@ -310,6 +410,11 @@ class PoolQuery:
             if context.pool is not None
             else {}
         )
+        reviews = (
+            await context.pool.review_states([a.account_no for a in accounts])
+            if context.pool is not None and accounts
+            else {}
+        )
         edges: list[PoolEdge] = []
         for account, cursor in zip(page.accounts, page.cursors, strict=True):
             view = guard.view(account)
@@ -324,6 +429,11 @@ class PoolQuery:
                 days_in_pool=(context.now - since).days if since is not None else None,
                 reason=reason,
                 release_reason=release_reason,
+                review=(
+                    PoolReview.of(r, sees_notes=guard.can_write("reviewPoolEntry", account).allowed)
+                    if (r := reviews.get(account.account_no)) is not None
+                    else None
+                ),
             )
             edges.append(PoolEdge(cursor=cursor, node=node))
         return PoolConnection(
@@ -380,6 +490,7 @@ class PoolQuery:
                 recycle_at=record.sales_stamp if record.kind is PoolEventKind.WARNING else None,
                 note=record.note if sees_notes or record.actor == guard.principal.sub else None,
                 duplicate_of=duplicates.get(record.duplicate_of) if record.duplicate_of else None,
+                assigned_to=strawberry.ID(record.assigned_to) if record.assigned_to else None,
             )
             edges.append(PoolHistoryEdge(cursor=history_cursor(record), node=node))
         return PoolHistoryConnection(
@@ -392,8 +503,47 @@ class PoolQuery:
             ),
         )
 
+    # --- mutations ----------------------------------------------------------------------------------
 
-# --- mutations ----------------------------------------------------------------------------------
+    @strawberry.field(
+        description="Customers of a region waiting for review after entering the pool, oldest first, with "
+        "their background (reviewers: sales_manager of the region, data_steward — `reviewPoolEntry`)."
+    )
+    async def pool_review_queue(
+        self, info: strawberry.Info, region: Region, first: int | None = 20, after: str | None = None
+    ) -> PoolReviewConnection:
+        context = _context(info)
+        guard = context.require_guard()
+        pool = _pool(context)
+        first = _first(context, first)
+        decision = guard.can_write("reviewPoolEntry", _Probe(owner_id=None, region=region.value))
+        if not decision.allowed:
+            raise _deny(context, "reviewPoolEntry", "", decision.rule)
+        try:
+            reviews, end, more = await pool.review_queue(region=region.value, first=first, after=after)
+        except ValueError:  # InvalidCursor
+            raise BadUserInput("'after' is not a cursor from poolReviewQueue.") from None
+        numbers = [r.account_no for r in reviews]
+        await context.load_grants(numbers)
+        accounts = dict(zip(numbers, await context.loaders.account.load_many(numbers), strict=True))
+        edges = []
+        for review in reviews:
+            account = accounts.get(review.account_no)
+            if account is None:
+                continue
+            view = guard.view(account)
+            if not view.visible:
+                continue
+            edges.append(
+                PoolReviewEdge(
+                    cursor=end or "",
+                    node=PoolReviewItem(
+                        customer=Customer.from_account(account, view),
+                        review=PoolReview.of(review, sees_notes=True),
+                    ),
+                )
+            )
+        return PoolReviewConnection(edges=edges, has_next_page=more, end_cursor=end)
 
 
 @strawberry.type
@@ -424,6 +574,18 @@ class PoolMutation:
             raise NotFound("No such customer.")  # someone else's for long: outside the caller's rows
         if not guard.view(account).visible:
             raise NotFound("No such customer.")
+        review = (await pool.review_states([account_no])).get(account_no)
+        if review is not None and review.blocks_claims:
+            code = "UNDER_REVIEW" if review.state is ReviewState.PENDING else "CLEANUP"
+            context.record(
+                WriteRecord("claimCustomer", account_no, denied=True, rule=f"pool.review ({code})")
+            )
+            raise Forbidden(
+                "This customer entered the pool recently and waits for a review before it can be claimed."
+                if code == "UNDER_REVIEW"
+                else "This customer is marked for data cleanup and cannot be claimed.",
+                reason=code,
+            )
         async with pool.claiming(sub):
             owned = (await sales.list_accounts(owner_id=sub, per_page=1)).total
             since = rules.cooldown_start(pool.rules, context.now)
@@ -535,6 +697,7 @@ class PoolMutation:
             sales_stamp=updated.pool_since,
             request_id=context.request_id,
             duplicate_of=original,
+            region=account.region,
         )
         await _record_history(context, pool, [record])
         return ReleaseCustomerPayload(customer=answer_with_policy(context, updated))
@@ -602,6 +765,7 @@ class PoolMutation:
                 reason=RecycleCause.DORMANT.value,
                 sales_stamp=account.pool_since,
                 request_id=context.request_id,
+                region=account.region,
             )
             for before, account in recycled
         ]
@@ -620,6 +784,79 @@ class PoolMutation:
             scanned_count=scanned,
             has_more=has_more,
             end_cursor=_encode_offset(position) if has_more else None,
+        )
+
+    @strawberry.mutation(
+        description="Decide a customer waiting for review after entering the pool (reviewPoolEntry): "
+        "APPROVE makes it claimable, RETURN gives it back to an owner (ownerId, default its previous "
+        "owner), CLEANUP marks it for data cleanup (not claimable). Audited; CONFLICT when decided meanwhile."
+    )
+    async def decide_pool_review(
+        self,
+        info: strawberry.Info,
+        customer_id: strawberry.ID,
+        decision: PoolReviewDecision,
+        note: str | None = None,
+        owner_id: strawberry.ID | None = None,
+    ) -> DecidePoolReviewPayload:
+        context = _context(info)
+        guard = context.require_guard()
+        pool = _pool(context)
+        note = clean_text("note", note) or None
+        account_no = customer_key(customer_id)
+        account = await _fresh(context, account_no)
+        if not guard.view(account).visible:
+            raise NotFound("No such customer.")
+        verdict = guard.can_write("reviewPoolEntry", account)
+        if not verdict.allowed:
+            raise _deny(context, "reviewPoolEntry", account_no, verdict.rule)
+        review = (await pool.review_states([account_no])).get(account_no)
+        if review is None or review.state is not ReviewState.PENDING or account.owner_id is not None:
+            raise Conflict("This customer is not waiting for a review.", reason="NOT_PENDING")
+        if owner_id is not None and decision is not PoolReviewDecision.RETURN:
+            raise BadUserInput("'ownerId' goes with decision RETURN only.")
+        state = ReviewState(decision.value)
+        await context.begin_write("reviewPoolEntry", account_no)
+        new_owner: str | None = None
+        updated = account
+        if decision is PoolReviewDecision.RETURN:
+            new_owner = str(owner_id) if owner_id is not None else review.previous_owner
+            if new_owner is None or await context.loaders.user.load(new_owner) is None:
+                raise BadUserInput("Give 'ownerId': a sales user to return the customer to.")
+            try:
+                updated = await context.loaders.upstreams.sales.set_owner(
+                    account_no, new_owner, version=account.version
+                )
+            except UpstreamConflict:
+                raise Conflict(
+                    "The customer changed meanwhile; read it again and retry.", reason="CHANGED"
+                ) from None
+            context.evict(account_no)
+        record = PoolRecord(
+            kind=PoolEventKind.REVIEW,
+            account_no=account_no,
+            actor=guard.principal.sub,
+            at=context.now,
+            reason=state.value,
+            note=note,
+            assigned_to=new_owner,
+            request_id=context.request_id,
+            region=account.region,
+        )
+        if not await pool.decide_review(review, state, record, note=note):
+            raise Conflict("Another reviewer decided this customer meanwhile.", reason="NOT_PENDING")
+        context.record(
+            WriteRecord(
+                "reviewPoolEntry",
+                account_no,
+                before={"review": ReviewState.PENDING.value},
+                after={"review": state.value, **({"owner_id": new_owner} if new_owner else {})},
+            )
+        )
+        decided = (await pool.review_states([account_no])).get(account_no)
+        return DecidePoolReviewPayload(
+            customer=answer_with_policy(context, updated),
+            review=PoolReview.of(decided, sees_notes=True) if decided is not None else None,
         )
 
 

@@ -37,6 +37,8 @@ class PoolEventKind(StrEnum):
     RELEASE = "release"
     RECYCLE = "recycle"
     WARNING = "warning"
+    REASSIGN = "reassign"  # a manager or steward gave it to another owner (or to the pool): a loss
+    REVIEW = "review"  # a reviewer decided a customer that entered the pool (approve, return, cleanup)
 
 
 class ReleaseReason(StrEnum):
@@ -88,6 +90,8 @@ class PoolRules:
     recycle_after: timedelta = timedelta(days=90)
     warn_before: timedelta = timedelta(days=7)
     protection: timedelta = timedelta(days=14)
+    review: bool = True  # a customer entering the pool waits for a review before it can be claimed
+    review_skip: frozenset[str] = frozenset()  # reasons (release reasons, recycle causes) that skip it
 
     @classmethod
     def from_settings(cls, settings: Any) -> PoolRules:
@@ -98,7 +102,15 @@ class PoolRules:
             recycle_after=timedelta(days=float(settings.pool_recycle_after_days)),
             warn_before=timedelta(days=float(settings.pool_warn_days)),
             protection=timedelta(days=float(settings.pool_protection_days)),
+            review=bool(getattr(settings, "pool_review", True)),
+            review_skip=frozenset(
+                r.strip() for r in str(getattr(settings, "pool_review_skip", "")).split(",") if r.strip()
+            ),
         )
+
+    def reviews(self, reason: str | None) -> bool:
+        """Does a customer entering the pool for ``reason`` wait for a review?"""
+        return self.review and (reason or "") not in self.review_skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +129,8 @@ class PoolRecord:
     request_id: str | None = None
     dedupe_key: str | None = None  # warnings: one per (account, owner, recycle_at)
     duplicate_of: str | None = None  # a release with reason duplicate: the account it duplicates
+    assigned_to: str | None = None  # a reassignment: the new owner (None: to the pool)
+    region: str | None = None  # the customer's region (a review queue is per region; not history)
     id: int | None = None  # set once stored
 
 
@@ -139,6 +153,8 @@ class PoolEvent:
             PoolEventKind.RELEASE: "released",
             PoolEventKind.RECYCLE: "recycled",
             PoolEventKind.WARNING: "recycle_warning",
+            PoolEventKind.REASSIGN: "reassigned",
+            PoolEventKind.REVIEW: "reviewed",
         }[record.kind]
         return cls(
             kind=kind,
@@ -277,3 +293,43 @@ def recently_claimed(account: OwnedAccount, now: datetime) -> bool:
 def _days(delta: timedelta) -> str:
     days = delta.total_seconds() / 86400
     return str(int(days)) if days == int(days) else f"{days:g}"
+
+
+class ReviewState(StrEnum):
+    PENDING = "pending"  # not claimable until decided
+    APPROVED = "approved"  # claimable
+    RETURNED = "returned"  # sent back to an owner
+    CLEANUP = "cleanup"  # marked for data cleanup: not claimable
+
+
+REVIEW_STATES = frozenset(s.value for s in ReviewState)
+ENTERING_KINDS = (PoolEventKind.RELEASE, PoolEventKind.RECYCLE)
+
+
+def enters_pool(record: PoolRecord) -> bool:
+    """A record of a customer entering the pool (a release, a recycle, a reassignment to nobody)."""
+    return record.kind in ENTERING_KINDS or (
+        record.kind is PoolEventKind.REASSIGN and record.assigned_to is None
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """The review of a customer that entered the pool (``pool_reviews``)."""
+
+    id: int
+    account_no: str
+    region: str
+    state: ReviewState
+    cause: str  # the release reason or recycle cause, or "reassign"
+    note: str | None
+    previous_owner: str | None
+    entered_at: datetime
+    entered_by: str
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    decision_note: str | None = None
+
+    @property
+    def blocks_claims(self) -> bool:
+        return self.state in (ReviewState.PENDING, ReviewState.CLEANUP)

@@ -24,12 +24,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from features.store.audit import AuditLog
-from features.store.db import Database
+from features.store.db import STORE_ERRORS, Database, StoreUnavailable
 
 from . import rules
 from .claims import ClaimLock
-from .rules import HistoryPage, OwnedAccount, OwnerActivity, PoolEvent, PoolRecord, PoolRules
-from .store import PoolStore
+from .rules import (
+    HistoryPage,
+    OwnedAccount,
+    OwnerActivity,
+    PoolEvent,
+    PoolRecord,
+    PoolRules,
+    Review,
+    ReviewState,
+)
+from .store import PoolStore, ReviewStore
 from .sweep import Evict, SalesPort, Sweeper, SweepResult
 
 log = logging.getLogger(__name__)
@@ -107,7 +116,7 @@ class PoolService:
                 await self.database.migrate()
                 self._migrated = True
             if self._store is None:
-                self._store = PoolStore(self.database)
+                self._store = PoolStore(self.database, self.rules)
         return self._store
 
     async def sweeper(self) -> Sweeper:
@@ -171,6 +180,38 @@ class PoolService:
 
     async def history(self, account_no: str, first: int, after: str | None) -> HistoryPage:
         return await (await self.ready()).history(account_no, first, after)
+
+    # --- reviews before the pool ----------------------------------------------------------------
+
+    async def review_states(self, account_nos: Sequence[str]) -> dict[str, Review]:
+        """The newest review of each account that has one (none: claimable as before reviews)."""
+        await self.ready()
+        return await ReviewStore(self.database).latest(account_nos)
+
+    async def review_queue(
+        self, *, region: str | None, first: int, after: str | None
+    ) -> tuple[list[Review], str | None, bool]:
+        await self.ready()
+        return await ReviewStore(self.database).queue(region=region, first=first, after=after)
+
+    async def decide_review(
+        self, review: Review, state: ReviewState, record: PoolRecord, *, note: str | None
+    ) -> bool:
+        """Decide a pending review and record it in the pool history, in one transaction; False when
+        someone decided it meanwhile."""
+        store = await self.ready()
+        try:
+            async with self.database.write_transaction() as conn:
+                done = await ReviewStore(self.database).decide(
+                    review, state, actor=record.actor, note=note, at=record.at, conn=conn
+                )
+                if done:
+                    await store.add([record], conn)
+        except STORE_ERRORS as exc:
+            raise StoreUnavailable(f"the pool reviews are unavailable ({type(exc).__name__})") from None
+        if done:
+            await self.publish([record])
+        return done
 
     # --- events -------------------------------------------------------------------------------
 

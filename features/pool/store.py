@@ -27,15 +27,17 @@ from features.store.db import (
     Database,
     StoreUnavailable,
 )
-from features.store.models import pool_history
+from features.store.models import pool_history, pool_reviews
 
-from .rules import HistoryPage, PoolEventKind, PoolRecord
+from .rules import HistoryPage, PoolEventKind, PoolRecord, PoolRules, Review, ReviewState, enters_pool
 
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 100
 _CURSOR_KIND = "pool"
 _ENTERING = (PoolEventKind.RELEASE.value, PoolEventKind.RECYCLE.value)
+# losing a customer starts the cooldown: released, recycled, or reassigned by a manager
+_LOSSES = (*_ENTERING, PoolEventKind.REASSIGN.value)
 
 
 def _values(record: PoolRecord) -> dict[str, Any]:
@@ -51,6 +53,7 @@ def _values(record: PoolRecord) -> dict[str, Any]:
         "request_id": record.request_id,
         "dedupe_key": record.dedupe_key,
         "duplicate_of": record.duplicate_of,
+        "assigned_to": record.assigned_to,
     }
 
 
@@ -68,6 +71,7 @@ def _record(row: Mapping[Any, Any]) -> PoolRecord:
         request_id=row["request_id"],
         dedupe_key=row["dedupe_key"],
         duplicate_of=row["duplicate_of"],
+        assigned_to=row["assigned_to"],
     )
 
 
@@ -76,8 +80,9 @@ def history_cursor(record: PoolRecord) -> str:
 
 
 class PoolStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, rules: PoolRules | None = None) -> None:
         self.db = database
+        self.rules = rules or PoolRules()
 
     async def add(self, records: Sequence[PoolRecord], conn: AsyncConnection | None = None) -> list[bool]:
         """Store the records; per record whether it was new (a warning already announced is not)."""
@@ -92,6 +97,22 @@ class PoolStore:
             raise StoreUnavailable(f"the pool history is unavailable ({type(exc).__name__})") from None
 
     async def _add(self, conn: AsyncConnection, records: Sequence[PoolRecord]) -> list[bool]:
+        reviews = [
+            {
+                "account_no": r.account_no,
+                "region": r.region or "",
+                "state": ReviewState.PENDING.value,
+                "cause": r.reason or r.kind.value,
+                "note": r.note,
+                "previous_owner": r.owner_id,
+                "entered_at": r.at,
+                "entered_by": r.actor,
+            }
+            for r in records
+            if enters_pool(r) and self.rules.reviews(r.reason or r.kind.value)
+        ]
+        if reviews:  # in the same transaction as the history: no customer enters the pool unreviewed
+            await conn.execute(pool_reviews.insert(), reviews)
         plain = [r for r in records if r.dedupe_key is None]
         if plain:
             await conn.execute(pool_history.insert(), [_values(r) for r in plain])
@@ -115,7 +136,7 @@ class PoolStore:
         stmt = sa.select(sa.func.max(pool_history.c.at)).where(
             pool_history.c.owner_id == owner_id,
             pool_history.c.account_no == account_no,
-            pool_history.c.kind.in_(_ENTERING),
+            pool_history.c.kind.in_(_LOSSES),
             pool_history.c.at >= since,
         )
         try:
@@ -171,3 +192,86 @@ class PoolStore:
             has_next_page=len(rows) > first,
             end_cursor=history_cursor(records[-1]) if records else None,
         )
+
+
+def _review(row: Mapping[Any, Any]) -> Review:
+    return Review(
+        id=int(row["id"]),
+        account_no=row["account_no"],
+        region=row["region"],
+        state=ReviewState(row["state"]),
+        cause=row["cause"],
+        note=row["note"],
+        previous_owner=row["previous_owner"],
+        entered_at=row["entered_at"],
+        entered_by=row["entered_by"],
+        decided_by=row["decided_by"],
+        decided_at=row["decided_at"],
+        decision_note=row["decision_note"],
+    )
+
+
+class ReviewStore:
+    """The pool reviews: the newest row of an account is its state."""
+
+    def __init__(self, database: Database) -> None:
+        self.db = database
+
+    async def latest(self, account_nos: Sequence[str]) -> dict[str, Review]:
+        if not account_nos:
+            return {}
+        r = pool_reviews
+        newest = (
+            sa.select(r.c.account_no, sa.func.max(r.c.id).label("id"))
+            .where(r.c.account_no.in_(sorted(set(account_nos))))
+            .group_by(r.c.account_no)
+            .subquery()
+        )
+        stmt = sa.select(r).join(newest, r.c.id == newest.c.id)
+        try:
+            async with self.db.read() as conn:
+                rows = (await conn.execute(stmt)).mappings().all()
+        except STORE_ERRORS as exc:
+            raise StoreUnavailable(f"the pool reviews are unavailable ({type(exc).__name__})") from None
+        return {row["account_no"]: _review(row) for row in rows}
+
+    async def queue(
+        self, *, region: str | None, first: int, after: str | None
+    ) -> tuple[list[Review], str | None, bool]:
+        """Pending reviews (the newest row of their account), oldest first: the reviewers' queue."""
+        r = pool_reviews
+        later = sa.alias(pool_reviews)
+        stmt = (
+            sa.select(r)
+            .where(r.c.state == ReviewState.PENDING.value)
+            .where(~sa.exists().where(later.c.account_no == r.c.account_no, later.c.id > r.c.id))
+        )
+        if region is not None:
+            stmt = stmt.where(r.c.region == region)
+        if after is not None:
+            (last,) = decode_cursor("reviews", after, 1)
+            if not last.isdigit():
+                raise InvalidCursor("invalid cursor")
+            stmt = stmt.where(r.c.id > int(last))
+        stmt = stmt.order_by(r.c.id).limit(first + 1)
+        try:
+            async with self.db.read() as conn:
+                rows = (await conn.execute(stmt)).mappings().all()
+        except STORE_ERRORS as exc:
+            raise StoreUnavailable(f"the pool reviews are unavailable ({type(exc).__name__})") from None
+        found = [_review(row) for row in rows[:first]]
+        end = encode_cursor("reviews", str(found[-1].id)) if found else None
+        return found, end, len(rows) > first
+
+    async def decide(
+        self, review: Review, state: ReviewState, *, actor: str, note: str | None, at: datetime,
+        conn: AsyncConnection,
+    ) -> bool:  # fmt: skip
+        """Decide a pending review (in the caller's transaction); False when it is no longer pending."""
+        r = pool_reviews
+        result = await conn.execute(
+            r.update()
+            .where(r.c.id == review.id, r.c.state == ReviewState.PENDING.value)
+            .values(state=state.value, decided_by=actor, decided_at=at, decision_note=note)
+        )
+        return result.rowcount == 1

@@ -305,6 +305,7 @@ class Sweeper:
                 owner_id=account.owner_id,
                 reason=RecycleCause.INACTIVE.value,
                 sales_stamp=updated.pool_since,
+                region=account.region,
             )
 
         records = [r for r in await asyncio.gather(*(one(a) for a in due)) if r is not None]

@@ -136,6 +136,7 @@ pool_history = sa.Table(
     sa.Column("request_id", sa.Text(), nullable=True),
     sa.Column("dedupe_key", sa.Text(), nullable=True),
     sa.Column("duplicate_of", sa.Text(), nullable=True),  # a release with reason duplicate: the other account
+    sa.Column("assigned_to", sa.Text(), nullable=True),  # a reassignment: the new owner (null: the pool)
     sa.Index("ix_pool_history_account", "account_no", "id"),
     sa.Index("ix_pool_history_owner", "owner_id", "account_no", "at"),
     sa.Index("ix_pool_history_dedupe", "dedupe_key", unique=True),
@@ -290,4 +291,28 @@ identity_requesters = sa.Table(
     sa.Column("email", sa.Text(), primary_key=True),
     sa.Column("first_seen", UTCDateTime(), nullable=False),
     sa.Column("last_seen", UTCDateTime(), nullable=False),
+)
+
+# --- pool review (features/pool; migration 0006_pool_review) ----------------------------------------
+# ``pool_reviews``  one row per entry into the pool that waits for a review: ``state`` pending until a
+#                   sales manager of its region or a data steward approves it (claimable), returns it to an
+#                   owner, or marks it for cleanup. The newest row of an account is its review state; an
+#                   account without one (in the pool before reviews, or a skipped reason) is claimable.
+pool_reviews = sa.Table(
+    "pool_reviews",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("account_no", sa.Text(), nullable=False),
+    sa.Column("region", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # pending | approved | returned | cleanup
+    sa.Column("cause", sa.String(32), nullable=False),
+    sa.Column("note", sa.Text(), nullable=True),
+    sa.Column("previous_owner", sa.Text(), nullable=True),
+    sa.Column("entered_at", UTCDateTime(), nullable=False),
+    sa.Column("entered_by", sa.Text(), nullable=False),
+    sa.Column("decided_by", sa.Text(), nullable=True),
+    sa.Column("decided_at", UTCDateTime(), nullable=True),
+    sa.Column("decision_note", sa.Text(), nullable=True),
+    sa.Index("ix_pool_reviews_account", "account_no", "id"),
+    sa.Index("ix_pool_reviews_state", "state", "region", "id"),
 )

@@ -85,6 +85,9 @@ class Gateway:
 
 @asynccontextmanager
 async def gateway(systems: DemoSystems, database_url: str, **env: str) -> AsyncIterator[Gateway]:
+    # These tests are about the pool's rules between a release and the next claim (cooldown, limits,
+    # protection): without the review a released customer waits for (tests/e2e/test_pool_review.py).
+    env = {"CG_POOL_REVIEW": "false", **env}
     settings = settings_for(
         systems, CG_DATABASE_URL=database_url, CG_POOL_SWEEP_INTERVAL="0", CG_RATE_LIMIT_PER_MINUTE="0", **env
     )
