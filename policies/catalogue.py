@@ -142,6 +142,7 @@ OPERATIONS: Mapping[str, OperationSpec] = MappingProxyType(
             OperationSpec("decideAccessRequest", True, False, "approve or deny an access request"),
             OperationSpec("readAuditLog", False, False, "read the audit log"),
             OperationSpec("reviewPoolEntry", True, False, "review a customer that entered the pool"),
+            OperationSpec("requestDataExport", True, False, "export everything held about a customer"),
             OperationSpec("linkIdentity", True, False, "link or unlink a support e-mail to a customer"),
             OperationSpec("markNotDuplicate", True, False, "mark two customers as not the same"),
             OperationSpec(

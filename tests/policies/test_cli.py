@@ -13,7 +13,7 @@ def test_check_default(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.M
     monkeypatch.delenv("CG_POLICY_FILE", raising=False)
     assert check_main([]) == 0
     out = capsys.readouterr().out
-    assert "default.yaml: OK" in out and "8 roles" in out
+    assert "default.yaml: OK" in out and "9 roles" in out
 
 
 def test_check_bad_file(tmp_path: Path, default_text: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -62,5 +62,5 @@ def test_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[0].split()[:3] == ["field", "sales_rep.own", "sales_rep.pool"]
     email = next(line for line in lines if line.startswith("email "))
     assert email.split()[1:] == [
-        "allow", "mask:email", "allow", "allow", "mask:email", "mask:email", "mask:email", "deny", "allow"
+        "allow", "mask:email", "allow", "allow", "mask:email", "mask:email", "mask:email", "deny", "allow", "deny"
     ]  # fmt: skip

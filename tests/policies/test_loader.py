@@ -39,7 +39,7 @@ EMAIL_ROW = "  email:                 [allow,       mask:email,   allow,        
 
 def test_default_policy_loads(default_text: str) -> None:
     spec = parse_spec(default_text, "policy.yaml")
-    assert len(spec.roles) == 8 and "data_steward" in spec.roles
+    assert len(spec.roles) == 9 and "data_steward" in spec.roles and "privacy_officer" in spec.roles
     assert spec.access_max_ttl.days == 7
     assert spec.audit.fail_closed
 
@@ -128,7 +128,7 @@ def test_row_missing_a_column(default_text: str) -> None:
     row = "  activities:            [allow,       deny,         allow,        allow,        deny,"
     text = edit(default_text, row, row.replace("[allow,       deny,", "[allow,"))
     assert problems(text) == [
-        at(text, "  activities:") + f"field activities: 8 decisions for 9 columns (columns at "
+        at(text, "  activities:") + f"field activities: 9 decisions for 10 columns (columns at "
         f"line {line_of(text, 'columns: [')}); give one for every column, in its order"
     ]
 
@@ -138,7 +138,8 @@ def test_row_as_mapping_missing_a_column(default_text: str) -> None:
     mapping = (
         "  activities: {sales_rep.own: allow, sales_rep.pool: deny, sales_manager: allow,\n"
         "               support_agent: allow,\n"
-        "               finance: deny, legal: deny, executive: deny, data_steward: deny, cashier: deny}"
+        "               finance: deny, legal: deny, executive: deny, data_steward: deny,\n"
+        "               privacy_officer: deny, cashier: deny}"
     )
     text = edit(default_text, row, mapping)
     line = line_of(text, "  activities:")
@@ -153,7 +154,8 @@ def test_row_as_mapping_is_accepted(default_text: str) -> None:
     mapping = (
         "  activities: {sales_rep.own: allow, sales_rep.pool: deny, sales_manager: allow,\n"
         "               support_agent: allow,\n"
-        "               finance: deny, legal: deny, executive: deny, auditor: deny, data_steward: deny}"
+        "               finance: deny, legal: deny, executive: deny, auditor: deny, data_steward: deny,\n"
+        "               privacy_officer: deny}"
     )
     policy = Policy.from_text(edit(default_text, row, mapping))
     assert str(policy.explain("support_agent", None, "activities").decision) == "allow"
@@ -169,7 +171,7 @@ def test_nested_field_cannot_widen_its_parent(default_text: str) -> None:
 
 
 def test_identity_only_role_cannot_see_fields(default_text: str) -> None:
-    text = edit(default_text, "mask:email,   deny,    allow]", "mask:email,   allow,   allow]")
+    text = edit(default_text, "mask:email,   deny,    allow,    deny]", "mask:email,   allow,   allow,    deny]")
     assert problems(text) == [
         at(text, "  email:") + "role auditor sees identity fields only, but field email is allow for it"
     ]
