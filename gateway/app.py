@@ -10,6 +10,7 @@ import signal
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -31,6 +32,8 @@ from features.history import CustomerHistory
 from features.identity.service import Identity
 from features.identity.store import IdentityStore
 from features.pool import PoolService
+from features.privacy import DataRequests
+from features.privacy import Sources as PrivacySources
 from features.store import AccessRequests, AuditLog, Database, StoreUnavailable
 from features.store.checkpoints import checkpoints_for
 from features.store.intents import WriteJournal, intent_states
@@ -52,6 +55,7 @@ from .http import GraphQLOverHTTP
 from .limits import LimitsExtension, RequestLimits
 from .metrics import Metrics, metrics_endpoint
 from .persisted import PersistedQueries
+from .privacy import Privacy
 from .ratelimit import build_limiter
 from .request_id import RequestIdMiddleware, accept_request_id
 from .settings import Settings, SettingsError, load_settings
@@ -95,6 +99,7 @@ class GraphView(GraphQLOverHTTP):
             pool=gateway.pool,
             identity=gateway.identity,
             history=gateway.history,
+            privacy=gateway.privacy,
             principal=principal,
             guard=Guard(policy, principal) if principal is not None else None,
             request_id=request_id,
@@ -197,6 +202,21 @@ class Gateway:
         )
         self.access = AccessRequests(self.database, self.policies, audit=self.audit)
         self.history = CustomerHistory(self.database, self.audit)  # Customer.history
+        self.privacy = Privacy(
+            DataRequests(self.database, Path(settings.privacy_folder)),
+            lambda: PrivacySources(
+                sales=self.upstreams.sales,
+                support=self.upstreams.support,
+                contracts=self.upstreams.contracts,
+                history=self.history,
+                audit=self.audit,
+                identity=self.identity.store,
+                database=self.database,
+            ),
+            self.authenticator,
+            self.current_policy,
+            self._account_or_none,
+        )
         self.journal = WriteJournal(self.database)  # writes: intent before, outcome with the audit record
         self._journal_watch: asyncio.Task[None] | None = None
         # The public pool (features/pool): its history database opens on first use; the sweep is
@@ -372,7 +392,11 @@ class Gateway:
         if self.cache is not None:
             self.cache.evict_customer(account_no)
 
+    async def _account_or_none(self, account_no: str) -> Any:
+        return (await self.upstreams.sales.accounts([account_no])).get(account_no)
+
     async def aclose(self) -> None:
+        await self.privacy.aclose()
         if self._journal_watch is not None:
             self._journal_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -445,6 +469,7 @@ def create_app(
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             *gateway.live.routes(),  # POST /hooks/sales, /hooks/support
+            *gateway.privacy.routes(),  # GET /privacy/exports/<id>.json|html
             *([Mount(ASSETS_PATH, view.graphiql.files)] if view.graphiql is not None else []),
         ],
         middleware=middleware,

@@ -113,6 +113,12 @@ def cmd_identity(args: argparse.Namespace) -> int:
     return main(args.args, config=args.config)
 
 
+def cmd_privacy(args: argparse.Namespace) -> int:
+    from .privacy_cli import export_main
+
+    return export_main(args.args)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from .store_cli import audit_export_main, audit_verify_main
 
@@ -188,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
         "args", nargs=argparse.REMAINDER, help="see 'customer-graph identity ACTION --help'"
     )
     identity.set_defaults(func=cmd_identity)
+
+    privacy = sub.add_parser(
+        "privacy",
+        help="a data subject's requests: export everything held about one customer",
+        description="privacy export ACCOUNT_NO --by USER [--out DIR]",
+    )
+    privacy.add_argument("action", choices=["export"])
+    privacy.add_argument("args", nargs=argparse.REMAINDER, help="see 'customer-graph privacy export --help'")
+    privacy.set_defaults(func=cmd_privacy)
 
     audit = sub.add_parser(
         "audit",

@@ -107,6 +107,8 @@ class Settings:
     # region or a data steward to review it before anyone may claim it; reasons listed in pool_review_skip
     # (release reasons, recycle causes: e.g. "wrong_region,inactive") skip the review.
     pool_review: bool = True
+    # A data subject's exports (features/privacy.py) go here (with several instances: a shared volume).
+    privacy_folder: str = "var/privacy"
     pool_review_skip: str = ""
     pool_sweep_interval: float = 3600.0  # seconds between sweeps inside the gateway; 0 = none
 

@@ -71,6 +71,7 @@ class RequestContext:
     pool: PoolPort | None = None  # the public pool's rules and history (features/pool)
     identity: Identity | None = None  # who is who: support identities, duplicates (features/identity)
     history: CustomerHistory | None = None  # one timeline per customer (features/history.py)
+    privacy: object | None = None  # a data subject's requests (schema/privacy.py DataRequestsPort)
     writes: list[WriteRecord] = field(default_factory=list)
     journal: Journal | None = None
     intents: list[tuple[str, str, str | None]] = field(default_factory=list)  # (id, operation, account)

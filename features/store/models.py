@@ -316,3 +316,23 @@ pool_reviews = sa.Table(
     sa.Index("ix_pool_reviews_account", "account_no", "id"),
     sa.Index("ix_pool_reviews_state", "state", "region", "id"),
 )
+
+# --- a data subject's requests (features/privacy.py; migration 0007_data_requests) --------------------
+# ``data_requests``  one row per request (kind ``export``): who asked, its status and progress (0..1), and
+#                    the parts written so far (name, source, read time, count; never values).
+data_requests = sa.Table(
+    "data_requests",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("account_no", sa.Text(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # queued | running | done | failed
+    sa.Column("progress", sa.Float(), nullable=False),
+    sa.Column("parts", sa.JSON(), nullable=False),
+    sa.Column("requested_by", sa.Text(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=True),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Index("ix_data_requests_account", "account_no", "created_at"),
+)

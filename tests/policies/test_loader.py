@@ -171,7 +171,9 @@ def test_nested_field_cannot_widen_its_parent(default_text: str) -> None:
 
 
 def test_identity_only_role_cannot_see_fields(default_text: str) -> None:
-    text = edit(default_text, "mask:email,   deny,    allow,    deny]", "mask:email,   allow,   allow,    deny]")
+    text = edit(
+        default_text, "mask:email,   deny,    allow,    deny]", "mask:email,   allow,   allow,    deny]"
+    )
     assert problems(text) == [
         at(text, "  email:") + "role auditor sees identity fields only, but field email is allow for it"
     ]
