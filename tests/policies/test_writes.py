@@ -34,6 +34,10 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
                     "data_steward": {"own", "pool", "others", "region", "elsewhere"}},
     "decideAccessRequest": {"sales_manager": {"region"},
                             "data_steward": {"own", "pool", "others", "region", "elsewhere"}},
+    "reviewAccessGrants": {"sales_manager": {"region"},
+                           "data_steward": {"own", "pool", "others", "region", "elsewhere"}},
+    "revokeAccessGrant": {"sales_manager": {"region"},
+                          "data_steward": {"own", "pool", "others", "region", "elsewhere"}},
 }  # fmt: skip
 CUSTOMERS = {"own": OWN, "pool": POOL, "others": OTHERS, "region": IN_REGION, "elsewhere": OUT_OF_REGION}
 
