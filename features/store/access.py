@@ -456,7 +456,11 @@ class AccessRequests:
                         before={"status": "approved", "expiresAt": current.expires_at},
                         after={"status": "revoked", "reason": text, "requester": current.requester_sub},
                         grant_id=current.id,
-                        detail={"accessRequestId": current.id, "fields": list(current.fields)},
+                        detail={
+                            "accessRequestId": current.id,
+                            "fields": list(current.fields),
+                            "requester": current.requester_sub,
+                        },
                     )
                 )
         self.invalidate(current.requester_sub)
