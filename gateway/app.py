@@ -193,7 +193,9 @@ class Gateway:
                 settings.audit_checkpoint_every,
             ),
         )
-        self.access = AccessRequests(self.database, self.policies, audit=self.audit)
+        self.access = AccessRequests(
+            self.database, self.policies, audit=self.audit, cache_ttl=settings.grant_cache_ttl
+        )
         self.journal = WriteJournal(self.database)  # writes: intent before, outcome with the audit record
         self._journal_watch: asyncio.Task[None] | None = None
         # The public pool (features/pool): its history database opens on first use; the sweep is
