@@ -645,16 +645,7 @@ class AccessRequests:
 
     async def all_in_force(self, now: datetime | None = None) -> builtins.list[AccessRequest]:
         """Every grant in force (the operators' report), by customer, then user, then end."""
-        now = now if now is not None else self.clock()
-        c = access_requests.c
-        stmt = (
-            sa.select(access_requests)
-            .where(c.status == "approved", c.expires_at > now)
-            .order_by(c.account_no, c.requester_sub, c.expires_at, c.id)
-        )
-        async with self._reading() as conn:
-            rows = (await conn.execute(stmt)).mappings().all()
-        return [_from_row(row, now) for row in rows]
+        return await grants_in_force(self.db, now if now is not None else self.clock())
 
     # --- grants (hot path) ----------------------------------------------------------------------
 
@@ -783,6 +774,23 @@ class AccessRequests:
             after=after,
             detail=detail,
         )
+
+
+async def grants_in_force(database: Database, now: datetime) -> builtins.list[AccessRequest]:
+    """Every grant in force at ``now``, by customer, then user, then end (no policy needed: the
+    ``policy table --grants`` report). ``StoreUnavailable`` when the database cannot be read."""
+    c = access_requests.c
+    stmt = (
+        sa.select(access_requests)
+        .where(c.status == "approved", c.expires_at > now)
+        .order_by(c.account_no, c.requester_sub, c.expires_at, c.id)
+    )
+    try:
+        async with database.read() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+    except STORE_ERRORS as exc:
+        raise StoreUnavailable(f"the gateway database is unavailable ({type(exc).__name__})") from None
+    return [_from_row(row, now) for row in rows]
 
 
 def decidable_condition(policy: Policy, principal: Principal) -> sa.ColumnElement[bool] | None:
