@@ -24,7 +24,7 @@ from features.store.models import UTCDateTime, event_inbox, pool_history
 
 SOURCES = ("gateway", "access", "sales", "support", "contracts", "pool")
 # audit kinds that are the customer's history (reads are not: the audit log has them)
-_AUDIT_KINDS = ("write", "grant_use", "access_request", "access_decision")
+_AUDIT_KINDS = ("write", "grant_use", "access_request", "access_decision", "access_revocation")
 # pool operations the pool history tells better (with reason and note): their audit write is not repeated
 POOL_OPERATIONS = frozenset({"claimCustomer", "releaseCustomer"})
 _CURSOR = "history"

@@ -8,7 +8,7 @@ import gc
 import logging
 import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from .metrics import Metrics, metrics_endpoint
 from .persisted import PersistedQueries
 from .privacy import Privacy
 from .ratelimit import build_limiter
+from .readwatch import ReadWatch
 from .request_id import RequestIdMiddleware, accept_request_id
 from .settings import Settings, SettingsError, load_settings
 from .shared_limits import BreakerBoard, RedisRate, RedisSlots
@@ -200,7 +201,12 @@ class Gateway:
                 settings.audit_checkpoint_every,
             ),
         )
-        self.access = AccessRequests(self.database, self.policies, audit=self.audit)
+        self.access = AccessRequests(
+            self.database, self.policies, audit=self.audit, cache_ttl=settings.grant_cache_ttl
+        )
+        # Bulk reads (gateway/readwatch.py): personal data of many customers to one user in an hour.
+        threshold = settings.read_alert_customers
+        self.read_watch = ReadWatch(threshold, self._bulk_read) if threshold else None
         self.history = CustomerHistory(self.database, self.audit)  # Customer.history
         self.privacy = Privacy(
             DataRequests(self.database, Path(settings.privacy_folder)),
@@ -337,7 +343,26 @@ class Gateway:
         except StoreUnavailable:
             log.error("audit store unavailable: the answer is withheld", extra={"records": len(entries)})
             return False
+        if self.read_watch is not None and context.principal is not None:
+            for entry in entries:
+                if entry.kind == "read":  # the customers whose policy-controlled values were served
+                    principal = context.principal
+                    self.read_watch.observe(principal.sub, principal.roles, entry.fields.keys())
         return True
+
+    def _bulk_read(self, user: str, roles: Collection[str], customers: int) -> None:
+        """The read watch noticed ``user``: counted by its (policy) roles, logged once this hour."""
+        known = sorted(set(roles) & set(self.policies.policy.roles))
+        self.metrics.bulk_read(known)
+        log.warning(
+            "bulk read: a user was served personal data of more than %d customers within an hour",
+            self.settings.read_alert_customers,
+            extra={
+                "user": user,
+                "roles": ":".join(known) or "none",
+                "limit": self.settings.read_alert_customers,
+            },
+        )
 
     def _breaker_states(self) -> dict[str, str]:
         upstreams = self.upstreams

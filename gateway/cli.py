@@ -96,7 +96,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_policy(args: argparse.Namespace) -> int:
     from policies.cli import check_main, explain_main, table_main
 
-    commands = {"check": check_main, "explain": explain_main, "table": table_main}
+    if args.action == "table":  # with --grants, the grants in force from the gateway database
+        from .store_cli import grants_report
+
+        return table_main(args.args, grants=grants_report)
+    commands = {"check": check_main, "explain": explain_main}
     return commands[args.action](args.args)
 
 
@@ -168,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     policy = sub.add_parser(
         "policy",
         help="check a policy file, explain a decision, print the decision table",
-        description="policy check [FILE] | policy explain --role R [--own|--pool] FIELD | policy table",
+        description="policy check [FILE] | policy explain --role R [--own|--pool] FIELD | "
+        "policy table [--grants]",
     )
     policy.add_argument("action", choices=["check", "explain", "table"])
     policy.add_argument("args", nargs=argparse.REMAINDER, help="see 'customer-graph policy ACTION --help'")

@@ -33,6 +33,8 @@ LOG_FIELDS: Final = (
     "count",
     "graphql_path",
     "apq",
+    "user",  # a user id (the bulk-read warning); never customer data
+    "roles",
 )
 
 

@@ -80,6 +80,7 @@ class Metrics:
     - ``cg_upstream_calls_total{system,resource,status}`` and ``cg_upstream_seconds{system,resource}``
     - ``cg_upstream_in_flight{system}``, ``cg_breaker_state{system}`` (0 closed, 1 half-open, 2 open)
     - ``cg_limit_rejections_total{limit}``, ``cg_cache_total{resource,result}``
+    - ``cg_bulk_read_alerts_total{roles}`` (gateway/readwatch.py)
     """
 
     def __init__(self, *, max_operations: int = 100, registry: CollectorRegistry | None = None) -> None:
@@ -123,12 +124,20 @@ class Metrics:
         self.limit_rejections = Counter(
             "cg_limit_rejections", "Work refused by a limit.", ["limit"], registry=r
         )
+        self.bulk_read_alerts = Counter(
+            "cg_bulk_read_alerts",
+            "Users noticed reading personal data of more than CG_READ_ALERT_CUSTOMERS customers in an "
+            "hour (once per user per hour), by the user's roles (no user id here: see the log).",
+            ["roles"],
+            registry=r,
+        )
         # Cache lookups happen several times per field-rich request: plain counts on the event loop,
         # read when /metrics is scraped (a prometheus Counter takes a lock per increment).
         self._cache_counts: dict[tuple[str, str], int] = {}
         r.register(_CacheCounts(self._cache_counts))
         self._operation = _Bounded(_OPERATION, max_operations, "anonymous")
         self._label = _Bounded(_LABEL, 100, "other")
+        self._roles = _Bounded(_LABEL, 30, "other")  # role combinations (of the policy's roles)
         # labelled children by their label values: ``labels()`` is the slow part of a metric update
         self._children: dict[tuple[Any, ...], Any] = {}
 
@@ -223,6 +232,11 @@ class Metrics:
     def limit_rejected(self, limit: str) -> None:
         """A request (or part of one) was refused by ``limit`` (a fixed name: ``depth``, ``cost``…)."""
         self.limit_rejections.labels(self._label(limit)).inc()
+
+    def bulk_read(self, roles: Iterable[str]) -> None:
+        """One user crossed the bulk-read threshold: counted under its roles (``finance:legal``)."""
+        label = ":".join(sorted(roles)) or "none"
+        self.bulk_read_alerts.labels(self._roles(label)).inc()
 
     def cache_result(self, resource: str, result: str) -> None:
         """A cache lookup: ``result`` is ``hit``, ``miss``, ``stale``, …"""

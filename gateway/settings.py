@@ -91,6 +91,14 @@ class Settings:
     # Identity (features/identity): seconds between reloads of the support identities (previous and linked
     # e-mails) from the database, so another instance's link is in effect here within that time; 0: never.
     identity_refresh: float = 2.0
+    # Access grants (features/store/access.py): seconds a user's grants are kept in-process; a new grant
+    # shows on another instance at most this late. A revoked one never does: a cached grant is checked
+    # against the database before it is applied.
+    grant_cache_ttl: float = 2.0
+    # Bulk-read watch (gateway/readwatch.py): a user who read personal data of more than this many
+    # distinct customers in a sliding hour is counted (cg_bulk_read_alerts_total) and logged once an
+    # hour; 0 = off.
+    read_alert_customers: int = 500
     # Signed checkpoints of the audit chain outside its database (features/store/checkpoints.py): the file
     # (empty: beside a SQLite database file, else var/audit-checkpoints.jsonl) and the HMAC key.
     audit_checkpoint_file: str = ""
@@ -283,6 +291,12 @@ def _check_pool(settings: Settings) -> None:
 def _check_live(settings: Settings) -> None:
     if settings.live_queue_size < 1:
         raise SettingsError("live_queue_size: must be at least 1")
-    for name in ("contracts_poll_interval", "events_retention_days", "identity_refresh"):
+    for name in (
+        "contracts_poll_interval",
+        "events_retention_days",
+        "identity_refresh",
+        "grant_cache_ttl",
+        "read_alert_customers",
+    ):
         if getattr(settings, name) < 0:
             raise SettingsError(f"{name}: must not be negative")

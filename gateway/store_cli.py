@@ -3,6 +3,7 @@
     customer-graph audit export [--since ISO] [--until ISO] [--format jsonl|csv] [--output FILE]
     customer-graph audit verify
     customer-graph db upgrade
+    customer-graph policy table --grants      (the report below the table: grants_report)
 
 The database is ``--database-url``, else ``$CG_DATABASE_URL``, else the SQLite file ``var/gateway.db``.
 Exit codes: 0 done / chain intact, 1 chain broken (verify), 2 usage or database problem.
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, cast
 
+from features.store.access import grants_in_force
 from features.store.audit import AuditLog, AuditUnavailable
 from features.store.checkpoints import checkpoints_for
 from features.store.db import (
@@ -179,4 +181,51 @@ def db_upgrade_main(argv: Sequence[str] | None = None) -> int:
         print(f"{parser.prog}: failed ({type(exc).__name__})", file=sys.stderr)
         return 2
     print(f"gateway database at revision {revision} ({database.safe_url})")
+    return 0
+
+
+def _stamp(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else "-"
+
+
+def grants_report(args: argparse.Namespace) -> int:
+    """``policy table --grants``: the access grants in force, one line each — customer (account
+    number), user, fields, until, grant id, approver. Ids, field names and times only: never a value."""
+    prog = "customer-graph policy table --grants"
+    database = _open(args.database_url, prog)
+    if database is None:
+        return 2
+    now = datetime.now(UTC)
+
+    async def run() -> list[list[str]]:
+        try:
+            found = await grants_in_force(database, now)
+        finally:
+            await database.aclose()
+        return [
+            [
+                g.account_no,
+                g.requester_sub,
+                ",".join(g.fields),
+                _stamp(g.expires_at),
+                g.id,
+                g.decided_by or "-",
+            ]
+            for g in found
+        ]
+
+    try:
+        rows = asyncio.run(run())
+    except StoreUnavailable as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    print()
+    print(
+        f"grants in force at {_stamp(now)}: {len(rows)} (each opens these fields of one customer to one user)"
+    )
+    if rows:
+        header = ["customer", "user", "fields", "until", "grant", "approved by"]
+        widths = [max(len(r[i]) for r in [header, *rows]) + 2 for i in range(len(header) - 1)]
+        for row in [header, *rows]:
+            print("".join(v.ljust(w) for v, w in zip(row, widths, strict=False)) + row[-1])
     return 0

@@ -140,6 +140,10 @@ OPERATIONS: Mapping[str, OperationSpec] = MappingProxyType(
             OperationSpec("releaseCustomer", True, False, "release an own customer to the pool"),
             OperationSpec("assignOwner", True, False, "assign or reassign an owner"),
             OperationSpec("decideAccessRequest", True, False, "approve or deny an access request"),
+            OperationSpec(
+                "reviewAccessGrants", True, False, "list the access grants in force (activeGrants)"
+            ),
+            OperationSpec("revokeAccessGrant", True, False, "end an access grant before it expires"),
             OperationSpec("readAuditLog", False, False, "read the audit log"),
             OperationSpec("reviewPoolEntry", True, False, "review a customer that entered the pool"),
             OperationSpec("requestDataExport", True, False, "export everything held about a customer"),

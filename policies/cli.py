@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import policy_path
@@ -113,14 +113,36 @@ def explain_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def table_main(argv: Sequence[str] | None = None) -> int:
+GrantsReport = Callable[[argparse.Namespace], int]
+
+
+def table_main(argv: Sequence[str] | None = None, grants: GrantsReport | None = None) -> int:
     """``policy table``: every field's effective decision per role and situation (links and parents
-    applied), to compare with the signed policy."""
+    applied), to compare with the signed policy. ``grants``: the gateway's report of the access grants
+    in force (it reads the gateway database, which this layer does not know): offered as ``--grants``
+    (with ``--database-url``) and called after the table with the parsed arguments."""
     parser = argparse.ArgumentParser(
         prog="customer-graph policy table",
-        description="Print the effective decision of every field for every role column.",
+        description="Print the effective decision of every field for every role column"
+        + (
+            ", and with --grants the access grants in force (who sees more than the table says)."
+            if grants
+            else "."
+        ),
     )
     _policy_option(parser)
+    if grants is not None:
+        parser.add_argument(
+            "--grants",
+            action="store_true",
+            help="also list the access grants in force (user, customer, fields, until) from the gateway "
+            "database; never a personal data value",
+        )
+        parser.add_argument(
+            "--database-url",
+            default=None,
+            help="the gateway database (default: $CG_DATABASE_URL, else sqlite var/gateway.db)",
+        )
     args = _parse(parser, argv)
     if isinstance(args, int):
         return args
@@ -137,6 +159,9 @@ def table_main(argv: Sequence[str] | None = None) -> int:
     for name in FIELDS:
         decisions = [str(policy.explain(role, situation, name).decision) for _, role, situation in columns]
         print(name.ljust(width) + "".join(d.ljust(cell) for d in decisions).rstrip())
+    if grants is not None and args.grants:
+        sys.stdout.flush()
+        return grants(args)
     return 0
 
 

@@ -1,5 +1,5 @@
-"""Access requests (ask for a field the policy masks or denies; an approver grants it for a while)
-and the audit log, for the roles the policy lets read it."""
+"""Access requests (ask for a field the policy masks or denies; an approver grants it for a while),
+access review (the grants in force, revoking one) and the audit log, for the roles the policy lets."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from features.store import (
     AccessRequests,
     AuditContext,
     AuditFilter,
+    GrantFilter,
     InvalidCursor,
 )
 from features.store import (
@@ -29,8 +30,11 @@ from features.store import (
 from policies.guard import Guard
 
 from .context import RequestContext
+from .customer import Customer
+from .enums import Region
 from .errors import BadUserInput, Conflict, Forbidden, GraphError, NotFound
 from .ids import customer_key, encode_id
+from .query import PageInfo
 
 _CODES: dict[str, type[GraphError]] = {
     "FORBIDDEN": Forbidden,
@@ -78,6 +82,7 @@ class AccessRequestStatus(Enum):
     APPROVED = "approved"
     DENIED = "denied"
     EXPIRED = "expired"
+    REVOKED = "revoked"
 
 
 @strawberry.type(description="A request to see fields of one customer that the policy masks or denies.")
@@ -93,6 +98,9 @@ class AccessRequest:
     decided_by: str | None
     decided_at: datetime | None
     expires_at: datetime | None = strawberry.field(description="When an approved grant ends.")
+    revoked_by: str | None = strawberry.field(default=None, description="Who ended the grant early.")
+    revoked_at: datetime | None = None
+    revoke_reason: str | None = None
 
     @classmethod
     def of(cls, stored: StoredRequest) -> AccessRequest:
@@ -108,7 +116,53 @@ class AccessRequest:
             decided_by=stored.decided_by,
             decided_at=stored.decided_at,
             expires_at=stored.expires_at,
+            revoked_by=stored.revoked_by,
+            revoked_at=stored.revoked_at,
+            revoke_reason=stored.revoke_reason,
         )
+
+
+@strawberry.type(description="An access grant in force: fields of one customer opened to one user.")
+class ActiveGrant:
+    id: strawberry.ID = strawberry.field(description="The grant's id (its access request's id).")
+    user_id: str = strawberry.field(description="Who holds the grant.")
+    customer_id: strawberry.ID
+    account_no: str
+    customer: Customer | None = strawberry.field(
+        description="The customer, through the caller's own read policy (null if it does not see it)."
+    )
+    region: str = strawberry.field(description="The customer's region when access was requested.")
+    fields: list[str]
+    reason: str = strawberry.field(description="Why the user asked.")
+    granted_by: str | None
+    granted_at: datetime | None
+    expires_at: datetime | None
+
+
+@strawberry.type
+class ActiveGrantEdge:
+    cursor: str
+    node: ActiveGrant
+
+
+@strawberry.type
+class ActiveGrantConnection:
+    edges: list[ActiveGrantEdge]
+    page_info: PageInfo
+
+    @strawberry.field(description="The edges' nodes, for callers that do not need cursors.")
+    def nodes(self) -> list[ActiveGrant]:
+        return [edge.node for edge in self.edges]
+
+
+@strawberry.input(description="Narrows `activeGrants`. Filters combine with AND.")
+class ActiveGrantFilter:
+    user_id: str | None = None
+    customer_id: strawberry.ID | None = None
+    field: str | None = strawberry.field(default=None, description='A graph field name, e.g. "phone".')
+    region: Region | None = strawberry.field(
+        default=None, description="The customer's region when access was requested."
+    )
 
 
 @strawberry.type
@@ -204,6 +258,76 @@ class AccessQuery:
             nodes=[AccessRequest.of(r) for r in page.requests],
             has_next_page=page.has_next_page,
             end_cursor=page.end_cursor,
+        )
+
+    @strawberry.field(
+        description="The access grants in force, newest first: a sales_manager's on customers of its "
+        "region, a data_steward's all (the policy's writes.reviewAccessGrants)."
+    )
+    async def active_grants(
+        self,
+        info: strawberry.Info,
+        filter: ActiveGrantFilter | None = None,
+        first: int = 20,
+        after: str | None = None,
+    ) -> ActiveGrantConnection:
+        context = _context(info)
+        guard = context.require_guard()
+        if not 1 <= first <= context.max_first:
+            raise BadUserInput(f"'first' must be between 1 and {context.max_first}.")
+        f = filter or ActiveGrantFilter()
+        query = GrantFilter(
+            user_sub=f.user_id,
+            account_no=customer_key(f.customer_id) if f.customer_id is not None else None,
+            field=f.field,
+            region=f.region.value if f.region is not None else None,
+        )
+        page = await _call(
+            _store(context).in_force(
+                guard.principal,
+                query,
+                first=first,
+                after=after,
+                context=_audit_context(context, "activeGrants"),
+            )
+        )
+        # each customer through the caller's own read policy (and its own grants), like everywhere
+        wanted = sorted({g.account_no for g in page.requests})
+        customers: dict[str, Customer] = {}
+        if wanted:
+            found = [a for a in await context.loaders.account.load_many(wanted) if a is not None]
+            await context.load_grants([a.account_no for a in found])
+            for account in found:
+                view = guard.view(account)
+                if view.visible:
+                    customers[account.account_no] = Customer.from_account(account, view)
+        edges = [
+            ActiveGrantEdge(
+                cursor=g.cursor,
+                node=ActiveGrant(
+                    id=strawberry.ID(g.id),
+                    user_id=g.requester_sub,
+                    customer_id=strawberry.ID(encode_id("Customer", g.account_no)),
+                    account_no=g.account_no,
+                    customer=customers.get(g.account_no),
+                    region=g.account_region,
+                    fields=list(g.fields),
+                    reason=g.reason,
+                    granted_by=g.decided_by,
+                    granted_at=g.decided_at,
+                    expires_at=g.expires_at,
+                ),
+            )
+            for g in page.requests
+        ]
+        return ActiveGrantConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next_page,
+                has_previous_page=after is not None,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=page.end_cursor,
+            ),
         )
 
     @strawberry.field(description="The audit trail, newest first (auditors and data stewards).")
@@ -370,6 +494,31 @@ class AccessMutation:
                 timedelta(hours=hours) if input.approve else None,
                 account,
                 context=_audit_context(context, "decideAccessRequest"),
+            )
+        )
+        return AccessRequestPayload(access_request=AccessRequest.of(stored))
+
+    @strawberry.mutation(
+        description="End an access grant now, with a reason (the approvers of its customer: "
+        "writes.revokeAccessGrant). Effective at once on every gateway instance; audited."
+    )
+    async def revoke_access_grant(
+        self, info: strawberry.Info, id: strawberry.ID, reason: str
+    ) -> AccessRequestPayload:
+        context = _context(info)
+        guard = context.require_guard()
+        store = _store(context)
+        existing = await _call(store.get(str(id)))
+        if existing is None:
+            raise NotFound("No such access grant.")
+        account = await _account(context, existing.account_no)
+        stored = await _call(
+            store.revoke(
+                guard.principal,
+                str(id),
+                reason,
+                account,
+                context=_audit_context(context, "revokeAccessGrant"),
             )
         )
         return AccessRequestPayload(access_request=AccessRequest.of(stored))

@@ -83,3 +83,51 @@ def test_policy_explain_names_the_rule(capsys: pytest.CaptureFixture[str]) -> No
 def test_auth_error_is_not_a_crash() -> None:
     with pytest.raises(AuthError):
         Authenticator(load_settings(environ={"CG_JWT_SECRET": "x" * 32})).authenticate("Basic abc")
+
+
+def test_policy_table_with_the_grants_in_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+    from datetime import timedelta
+
+    from features.store import AccessRequests, Database
+    from policies import DEFAULT_POLICY_PATH, Policy, Principal
+    from tests.factories import make_account
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/gateway.db"
+    rep = Principal.of("u-1021", ["sales_rep"], region="east")
+    steward = Principal.of("u-ds", ["data_steward"])
+    customer = make_account("A-7", owner=None)
+
+    async def setup() -> tuple[str, str]:
+        db = Database(url)
+        try:
+            await db.migrate()
+            access = AccessRequests(db, Policy.from_file(DEFAULT_POLICY_PATH, "default.yaml"))
+            live = await access.request(rep, customer, ["phone", "address"], "call back about 13812345678")
+            await access.decide(steward, live.id, True, timedelta(hours=3), customer)
+            gone = await access.request(rep, make_account("A-8", owner=None), ["phone"], "revoked one")
+            await access.decide(steward, gone.id, True, timedelta(hours=3), make_account("A-8", owner=None))
+            await access.revoke(steward, gone.id, "review", make_account("A-8", owner=None))
+            await access.request(rep, make_account("A-9", owner=None), ["phone"], "pending one")
+            return live.id, gone.id
+        finally:
+            await db.aclose()
+
+    live_id, gone_id = asyncio.run(setup())
+    capsys.readouterr()
+    assert main(["policy", "table", "--grants", "--database-url", url]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("field")  # the table first
+    report = out[out.index("grants in force") :].splitlines()
+    assert report[0].endswith(": 1 (each opens these fields of one customer to one user)")
+    assert report[1].split() == ["customer", "user", "fields", "until", "grant", "approved", "by"]
+    customer_no, user, fields, until, grant, approver = report[2].split()
+    assert (customer_no, user, fields, grant, approver) == ("A-7", "u-1021", "phone,address", live_id, "u-ds")
+    assert until.endswith("Z") and gone_id not in out and "A-9" not in out
+    for value in ("13812345678", "+86", "Wang", "上海", "call back"):  # never a value, never a reason
+        assert value not in out
+
+    assert main(["policy", "table"]) == 0  # without --grants: no database needed
+    assert "grants in force" not in capsys.readouterr().out
+    assert main(["policy", "table", "--grants", "--database-url", f"sqlite:///{tmp_path}/none.db"]) == 2
+    assert "no gateway database" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from .access import (
     AccessRequestStatus,
     AccountRef,
     AuditContext,
+    GrantFilter,
 )
 from .audit import (
     AUDIT_KINDS,
@@ -63,6 +64,7 @@ __all__ = [
     "AuditUnavailable",
     "Database",
     "DatabaseConfigError",
+    "GrantFilter",
     "InvalidCursor",
     "StoreUnavailable",
     "VerifyResult",

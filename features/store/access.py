@@ -11,6 +11,18 @@ it (``AuditEntry(kind="grant_use", grant_id=...)``).
 cached in-process for ``cache_ttl`` seconds (decide() invalidates this process's entry; another
 process sees a new grant at most ``cache_ttl`` late; expiry is always exact, checked per call).
 
+**Revocation is effective at once, in every process** (``revoke``: an approver of the customer ends a
+grant early, with a reason). A cached grant is never applied on trust: when a lookup would apply
+grants from the cache (not fetched by this very call), it first asks the database which of those grant
+ids are no longer approved — one primary-key query (``id IN (…)``), made only when the caller holds a
+live grant on a customer being answered (a user without grants costs nothing). So a grant revoked
+through one instance stops on every other instance sharing the database at its next request, with or
+without Redis; the revoking process also drops its own cache entry.
+
+``in_force`` lists the grants in force for a reviewer (``writes.reviewAccessGrants``: the customers in
+its scope, by the customer's region when requested, like the decision queue); ``all_in_force`` lists
+every one (the ``policy table --grants`` report).
+
 With an ``AuditLog``, requests and decisions are recorded in the same transaction as the write
 (``access_request``, ``access_decision``), and refused decisions (FORBIDDEN) as ``denial`` before the
 error is raised — the schema must not record those again. Errors are ``AccessRequestError`` with a
@@ -66,6 +78,7 @@ class AccessRequestStatus(StrEnum):
     APPROVED = "approved"  # and the grant is live
     DENIED = "denied"
     EXPIRED = "expired"  # approved, and the grant has ended
+    REVOKED = "revoked"  # approved, then ended early by an approver (revoke())
 
 
 class AccountRef(Protocol):
@@ -104,11 +117,14 @@ class AccessRequest:
     decided_by: str | None
     decided_at: datetime | None
     expires_at: datetime | None  # approved: when the grant ends
+    revoked_by: str | None = None
+    revoked_at: datetime | None = None
+    revoke_reason: str | None = None
 
     @property
     def grant_id(self) -> str | None:
-        approved = self.status in (AccessRequestStatus.APPROVED, AccessRequestStatus.EXPIRED)
-        return self.id if approved else None
+        granted = (AccessRequestStatus.APPROVED, AccessRequestStatus.EXPIRED, AccessRequestStatus.REVOKED)
+        return self.id if self.status in granted else None
 
     @property
     def cursor(self) -> str:
@@ -123,8 +139,30 @@ class AccessRequestPage:
     end_cursor: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class GrantFilter:
+    """Narrows ``in_force``; conditions combine with AND. ``region``: the customer's when requested."""
+
+    user_sub: str | None = None
+    account_no: str | None = None
+    field: str | None = None
+    region: str | None = None
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _clean_reason(reason: str) -> str:
+    """A reason as stored; BAD_USER_INPUT when missing, too long or with control characters."""
+    text = reason.strip()
+    if not text:
+        raise _fail("BAD_USER_INPUT", "reason: say why")
+    if len(text) > MAX_REASON:
+        raise _fail("BAD_USER_INPUT", f"reason: at most {MAX_REASON} characters")
+    if any(ord(c) < 32 and c not in "\n\t" for c in text):
+        raise _fail("BAD_USER_INPUT", "reason: control characters are not allowed")
+    return text
 
 
 def _fail(code: ErrorCode, message: str) -> AccessRequestError:
@@ -154,6 +192,7 @@ class AccessRequests:
         self._cache: dict[str, tuple[float, list[tuple[str, str, tuple[str, ...], datetime]]]] = {}
         self._generation = 0  # bumped by every invalidation: a query that straddles one is not cached
         self.grant_queries = 0  # database queries made by active_grants (tests, metrics)
+        self.revocation_checks = 0  # cached grants re-checked against the database before use
 
     def _policy(self) -> Policy:
         source = self._policy_source
@@ -352,6 +391,97 @@ class AccessRequests:
         )
         return decided
 
+    # --- revoking -------------------------------------------------------------------------------
+
+    async def revoke(
+        self,
+        revoker: Principal,
+        grant_id: str,
+        reason: str,
+        account: AccountRef,
+        *,
+        context: AuditContext | None = None,
+    ) -> AccessRequest:
+        """End a live grant now, with a reason. ``account``: the grant's customer as it is now.
+
+        NOT_FOUND: no such grant. BAD_USER_INPUT: ``account`` is not the grant's customer; a missing,
+        overlong or control-character reason. FORBIDDEN: the policy's ``revokeAccessGrant`` rule does not
+        let the revoker act on this customer (audited). CONFLICT: not a live grant (pending, denied,
+        expired, already revoked). The revocation and its ``access_revocation`` record commit in one
+        transaction; this process forgets the requester's cached grants, and every process re-checks a
+        cached grant before applying it (``active_grants``), so the grant stops at once everywhere."""
+        policy = self._policy()
+        current = await self.get(grant_id)
+        if current is None:
+            raise _fail("NOT_FOUND", "access grant not found")
+        if account.account_no != current.account_no:
+            raise _fail("BAD_USER_INPUT", "the customer given is not the grant's customer")
+        verdict = policy.can_write(revoker, "revokeAccessGrant", account)
+        if not verdict.allowed:
+            await self._refuse(
+                revoker,
+                context,
+                "revokeAccessGrant",
+                current.account_no,
+                f"Not allowed: {verdict.rule}.",
+                {"accessRequestId": current.id},
+            )
+        if current.status is not AccessRequestStatus.APPROVED:
+            what = {
+                AccessRequestStatus.PENDING: "is a pending request, not a grant",
+                AccessRequestStatus.DENIED: "was denied, so it is not a grant",
+                AccessRequestStatus.EXPIRED: "has already ended",
+                AccessRequestStatus.REVOKED: "is already revoked",
+            }[current.status]
+            raise _fail("CONFLICT", f"this access grant {what}")
+        text = _clean_reason(reason)
+        now = self.clock()
+        async with self._writing() as (conn, tx):
+            c = access_requests.c
+            updated = await conn.execute(
+                access_requests.update()
+                .where(c.id == current.id, c.status == "approved", c.expires_at > now)
+                .values(status="revoked", revoked_by=revoker.sub, revoked_at=now, revoke_reason=text)
+            )
+            if updated.rowcount != 1:
+                raise _fail("CONFLICT", "this access grant has just ended or been revoked")
+            if tx is not None:
+                tx.add(
+                    self._entry(
+                        "access_revocation",
+                        revoker,
+                        context,
+                        "revokeAccessGrant",
+                        current.account_no,
+                        before={"status": "approved", "expiresAt": current.expires_at},
+                        after={"status": "revoked", "reason": text, "requester": current.requester_sub},
+                        grant_id=current.id,
+                        detail={
+                            "accessRequestId": current.id,
+                            "fields": list(current.fields),
+                            "requester": current.requester_sub,
+                        },
+                    )
+                )
+        self.invalidate(current.requester_sub)
+        return AccessRequest(
+            id=current.id,
+            requester_sub=current.requester_sub,
+            requester_roles=current.requester_roles,
+            account_no=current.account_no,
+            account_region=current.account_region,
+            fields=current.fields,
+            reason=current.reason,
+            status=AccessRequestStatus.REVOKED,
+            created_at=current.created_at,
+            decided_by=current.decided_by,
+            decided_at=current.decided_at,
+            expires_at=current.expires_at,
+            revoked_by=revoker.sub,
+            revoked_at=now,
+            revoke_reason=text,
+        )
+
     async def _refuse(
         self,
         principal: Principal,
@@ -432,15 +562,12 @@ class AccessRequests:
             conditions += [c.status == "approved", c.expires_at > now]
         elif status is AccessRequestStatus.EXPIRED:
             conditions += [c.status == "approved", c.expires_at <= now]
+        elif status is AccessRequestStatus.REVOKED:
+            conditions.append(c.status == "revoked")
         if account_no is not None:
             conditions.append(c.account_no == account_no)
         if after is not None:
-            micros, last_id = decode_cursor(_CURSOR_KIND, after, 2)
-            try:
-                at = _EPOCH + timedelta(microseconds=int(micros))
-            except (ValueError, OverflowError):
-                raise InvalidCursor("invalid cursor") from None
-            conditions.append(sa.or_(c.created_at < at, sa.and_(c.created_at == at, c.id < last_id)))
+            conditions.append(_after(after))
         stmt = (
             sa.select(access_requests)
             .where(*conditions)
@@ -456,6 +583,70 @@ class AccessRequests:
             end_cursor=found[-1].cursor if found else None,
         )
 
+    # --- grants in force (review) ---------------------------------------------------------------
+
+    async def in_force(
+        self,
+        principal: Principal,
+        filter: GrantFilter | None = None,
+        *,
+        first: int = 20,
+        after: str | None = None,
+        context: AuditContext | None = None,
+    ) -> AccessRequestPage:
+        """The live grants on the customers the policy's ``reviewAccessGrants`` rule lets ``principal``
+        review (by the customer's region when requested, like the decision queue), newest first.
+
+        FORBIDDEN (audited): it may review none. BAD_USER_INPUT: ``first`` out of range, an unknown
+        field, an empty filter value. ``InvalidCursor``: ``after`` is not a cursor of this list."""
+        if not 1 <= first <= MAX_PAGE:
+            raise _fail("BAD_USER_INPUT", f"first: between 1 and {MAX_PAGE}")
+        f = filter or GrantFilter()
+        for label, value in (
+            ("userId", f.user_sub),
+            ("customerId", f.account_no),
+            ("field", f.field),
+            ("region", f.region),
+        ):
+            if value is not None and not value.strip():
+                raise _fail("BAD_USER_INPUT", f"filter.{label}: must not be empty")
+        if f.field is not None and f.field not in FIELDS:
+            raise _fail("BAD_USER_INPUT", f"filter.field: unknown field {f.field[:64]!r}")
+        scope = scope_condition(self._policy(), principal, "reviewAccessGrants")
+        if scope is None:
+            await self._refuse(principal, context, "activeGrants", None, "you may not review access grants")
+        now = self.clock()
+        c = access_requests.c
+        conditions: list[sa.ColumnElement[bool]] = [scope, c.status == "approved", c.expires_at > now]
+        if f.user_sub is not None:
+            conditions.append(c.requester_sub == f.user_sub)
+        if f.account_no is not None:
+            conditions.append(c.account_no == f.account_no)
+        if f.region is not None:
+            conditions.append(c.account_region == f.region)
+        if f.field is not None:  # a catalogue name (letters and dots): matched as a JSON string
+            conditions.append(sa.cast(c.fields, sa.Text).contains(f'"{f.field}"', autoescape=True))
+        if after is not None:
+            conditions.append(_after(after))
+        stmt = (
+            sa.select(access_requests)
+            .where(*conditions)
+            .order_by(c.created_at.desc(), c.id.desc())
+            .limit(first + 1)
+        )
+        async with self._reading() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        found = [_from_row(row, now) for row in rows[:first]]
+        return AccessRequestPage(
+            requests=found,
+            has_next_page=len(rows) > first,
+            end_cursor=found[-1].cursor if found else None,
+        )
+
+    async def all_in_force(self, now: datetime | None = None) -> builtins.list[AccessRequest]:
+        """Every grant in force (the operators' report), by customer, then user, then end."""
+        return await grants_in_force(self.db, now if now is not None else self.clock())
+
     # --- grants (hot path) ----------------------------------------------------------------------
 
     async def active_grants(
@@ -466,15 +657,21 @@ class AccessRequests:
         if not account_nos:
             return {}
         now = now if now is not None else self.clock()
-        grants = await self._grants_of(principal_sub, now)
+        grants, fresh = await self._grants_of(principal_sub, now)
         if not grants:
             return {}
         wanted = account_nos if isinstance(account_nos, set | frozenset | Mapping) else set(account_nos)
+        live = [g for g in grants if g[1] in wanted and g[3] > now]
+        if not live:
+            return {}
+        if not fresh:  # from the cache: never apply a grant that was revoked meanwhile (any process)
+            revoked = await self._no_longer_approved(sorted({g[0] for g in live}))
+            if revoked:
+                self.invalidate(principal_sub)
+                live = [g for g in live if g[0] not in revoked]
         result: dict[str, dict[str, str]] = {}
         ends: dict[tuple[str, str], datetime] = {}
-        for grant_id, account_no, names, expires_at in grants:
-            if account_no not in wanted or expires_at <= now:
-                continue
+        for grant_id, account_no, names, expires_at in live:
             per = result.setdefault(account_no, {})
             for name in names:
                 key = (account_no, name)
@@ -483,12 +680,21 @@ class AccessRequests:
                     per[name] = grant_id
         return result
 
+    async def _no_longer_approved(self, grant_ids: builtins.list[str]) -> set[str]:
+        """Which of these grants are not approved any more (revoked): one primary-key query."""
+        self.revocation_checks += 1
+        c = access_requests.c
+        async with self._reading() as conn:
+            rows = await conn.execute(sa.select(c.id).where(c.id.in_(grant_ids), c.status != "approved"))
+            return {str(i) for (i,) in rows}
+
     async def _grants_of(
         self, sub: str, now: datetime
-    ) -> builtins.list[tuple[str, str, tuple[str, ...], datetime]]:
+    ) -> tuple[builtins.list[tuple[str, str, tuple[str, ...], datetime]], bool]:
+        """The user's live grants, and whether they were read from the database by this call."""
         cached = self._cache.get(sub)
         if cached is not None and time.monotonic() - cached[0] < self.cache_ttl:
-            return cached[1]
+            return cached[1], False
         generation = self._generation
         fetched_at = time.monotonic()
         c = access_requests.c
@@ -506,7 +712,7 @@ class AccessRequests:
             if len(self._cache) >= 10_000:
                 self._cache.clear()
             self._cache[sub] = (fetched_at, grants)
-        return grants
+        return grants, True
 
     def invalidate(self, sub: str | None = None) -> None:
         """Forget cached grants (of ``sub``, or everyone's)."""
@@ -540,7 +746,7 @@ class AccessRequests:
 
     @staticmethod
     def _entry(
-        kind: Literal["access_request", "access_decision", "denial"],
+        kind: Literal["access_request", "access_decision", "access_revocation", "denial"],
         principal: Principal,
         context: AuditContext | None,
         default_operation: str,
@@ -560,7 +766,7 @@ class AccessRequests:
             operation_name=context.operation_name if context is not None else default_operation,
             operation_type=context.operation_type
             if context is not None
-            else ("query" if default_operation == "accessRequests" else "mutation"),
+            else ("query" if default_operation in ("accessRequests", "activeGrants") else "mutation"),
             fields=fields or {},
             customer_ids=(account_no,) if account_no is not None else (),
             grant_id=grant_id,
@@ -570,11 +776,34 @@ class AccessRequests:
         )
 
 
+async def grants_in_force(database: Database, now: datetime) -> builtins.list[AccessRequest]:
+    """Every grant in force at ``now``, by customer, then user, then end (no policy needed: the
+    ``policy table --grants`` report). ``StoreUnavailable`` when the database cannot be read."""
+    c = access_requests.c
+    stmt = (
+        sa.select(access_requests)
+        .where(c.status == "approved", c.expires_at > now)
+        .order_by(c.account_no, c.requester_sub, c.expires_at, c.id)
+    )
+    try:
+        async with database.read() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+    except STORE_ERRORS as exc:
+        raise StoreUnavailable(f"the gateway database is unavailable ({type(exc).__name__})") from None
+    return [_from_row(row, now) for row in rows]
+
+
 def decidable_condition(policy: Policy, principal: Principal) -> sa.ColumnElement[bool] | None:
     """SQL for "``principal`` may decide requests on this customer" by the policy's
     ``decideAccessRequest`` grants (each within its role's rows), on the customer as it was requested.
     None: the principal may decide none."""
-    rule = policy.spec.writes.get("decideAccessRequest")
+    return scope_condition(policy, principal, "decideAccessRequest")
+
+
+def scope_condition(policy: Policy, principal: Principal, operation: str) -> sa.ColumnElement[bool] | None:
+    """SQL for "the policy's ``operation`` rule lets ``principal`` act on this request's customer" (each
+    grant within its role's rows), on the customer as it was requested. None: on no customer."""
+    rule = policy.spec.writes.get(operation)
     if rule is None:
         return None
     c = access_requests.c
@@ -604,6 +833,17 @@ def decidable_condition(policy: Policy, principal: Principal) -> sa.ColumnElemen
     return sa.or_(*options) if options else None
 
 
+def _after(cursor: str) -> sa.ColumnElement[bool]:
+    """Rows after this cursor in (created_at, id) descending order; ``InvalidCursor`` otherwise."""
+    micros, last_id = decode_cursor(_CURSOR_KIND, cursor, 2)
+    try:
+        at = _EPOCH + timedelta(microseconds=int(micros))
+    except (ValueError, OverflowError):
+        raise InvalidCursor("invalid cursor") from None
+    c = access_requests.c
+    return sa.or_(c.created_at < at, sa.and_(c.created_at == at, c.id < last_id))
+
+
 def _duration(value: timedelta) -> str:
     seconds = int(value.total_seconds())
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
@@ -631,4 +871,7 @@ def _from_row(row: Mapping[Any, Any], now: datetime) -> AccessRequest:
         decided_by=row["decided_by"],
         decided_at=row["decided_at"],
         expires_at=expires_at,
+        revoked_by=row.get("revoked_by"),
+        revoked_at=row.get("revoked_at"),
+        revoke_reason=row.get("revoke_reason"),
     )

@@ -3,7 +3,8 @@
 What the gateway records (docs/policy.md, Audit): every response that served an allowed or masked value
 of a policy-controlled field (``read``), every denial (``denial``), every write with its values before
 and after (``write``), every use of an access grant with the grant's id (``grant_use``), access requests
-and their decisions (``access_request``, ``access_decision``).
+and their decisions (``access_request``, ``access_decision``), a grant revoked before its end
+(``access_revocation``).
 
 **The chain.** Record *n* carries ``prev_hash`` (record *n-1*'s hash; 64 zeros for the first) and
 ``hash = sha256(prev_hash + "\\n" + n + "\\n" + canonical JSON of the record)`` — canonical: sorted keys,
@@ -74,10 +75,28 @@ from .models import (
 log = logging.getLogger(__name__)
 
 AuditKind = Literal[
-    "read", "denial", "write", "grant_use", "access_request", "access_decision", "pool", "search"
+    "read",
+    "denial",
+    "write",
+    "grant_use",
+    "access_request",
+    "access_decision",
+    "access_revocation",
+    "pool",
+    "search",
 ]
 AUDIT_KINDS: frozenset[str] = frozenset(
-    ("read", "denial", "write", "grant_use", "access_request", "access_decision", "pool", "search")
+    (
+        "read",
+        "denial",
+        "write",
+        "grant_use",
+        "access_request",
+        "access_decision",
+        "access_revocation",
+        "pool",
+        "search",
+    )
 )
 FIELD_DECISIONS: frozenset[str] = frozenset(("allow", "mask", "deny"))
 OPERATION_TYPES: frozenset[str] = frozenset(("query", "mutation", "subscription", "cli", "system"))

@@ -103,11 +103,15 @@ access_requests = sa.Table(
     sa.Column("account_owner", sa.Text(), nullable=True),
     sa.Column("fields", sa.JSON(), nullable=False),
     sa.Column("reason", sa.Text(), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),  # pending | approved | denied
+    sa.Column("status", sa.String(16), nullable=False),  # pending | approved | denied | revoked
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("decided_by", sa.Text(), nullable=True),
     sa.Column("decided_at", UTCDateTime(), nullable=True),
     sa.Column("expires_at", UTCDateTime(), nullable=True),  # approved: when the grant ends
+    # revoked (migration 0006): who ended the grant early, when and why; status becomes "revoked"
+    sa.Column("revoked_by", sa.Text(), nullable=True),
+    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+    sa.Column("revoke_reason", sa.Text(), nullable=True),
     sa.Index("ix_access_requests_grants", "requester_sub", "status", "expires_at"),
     sa.Index("ix_access_requests_mine", "requester_sub", "created_at", "id"),
     sa.Index("ix_access_requests_queue", "status", "account_region", "created_at", "id"),

@@ -17,6 +17,7 @@ ROLES = (
     "executive",
     "auditor",
     "data_steward",
+    "privacy_officer",
 )
 OWN, POOL, OTHERS = account(owner=REP), account(owner=None), account(owner=OTHER_REP)
 IN_REGION, OUT_OF_REGION = account(owner=OTHER_REP, region="east"), account(owner=OTHER_REP, region="north")
@@ -34,6 +35,15 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
                     "data_steward": {"own", "pool", "others", "region", "elsewhere"}},
     "decideAccessRequest": {"sales_manager": {"region"},
                             "data_steward": {"own", "pool", "others", "region", "elsewhere"}},
+    "reviewAccessGrants": {"sales_manager": {"region"},
+                           "data_steward": {"own", "pool", "others", "region", "elsewhere"}},
+    "revokeAccessGrant": {"sales_manager": {"region"},
+                          "data_steward": {"own", "pool", "others", "region", "elsewhere"}},
+    "reviewPoolEntry": {"sales_manager": {"region"},
+                        "data_steward": {"own", "pool", "others", "region", "elsewhere"}},
+    "linkIdentity": {"data_steward": {"own", "pool", "others", "region", "elsewhere"}},
+    "markNotDuplicate": {"data_steward": {"own", "pool", "others", "region", "elsewhere"}},
+    "requestDataExport": {"privacy_officer": {"own", "pool", "others", "region", "elsewhere"}},
 }  # fmt: skip
 CUSTOMERS = {"own": OWN, "pool": POOL, "others": OTHERS, "region": IN_REGION, "elsewhere": OUT_OF_REGION}
 
@@ -103,3 +113,8 @@ def test_write_decision_names_the_rule_and_no_values(policy: Policy) -> None:
 def test_unknown_operation_is_a_bug(policy: Policy) -> None:
     with pytest.raises(ValueError):
         policy.can_write(who("data_steward"), "dropDatabase")
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_review_identities(policy: Policy, role: str) -> None:
+    assert policy.can_write(who(role), "reviewIdentities").allowed == (role == "data_steward")

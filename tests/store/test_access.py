@@ -1,4 +1,6 @@
-"""Access requests: request → decide → live grant → expiry; who may decide; listing; the grant cache."""
+"""Access requests: request → decide → live grant → expiry; who may decide; listing; the grant cache.
+Access review: grants in force for a reviewer, revocation (audited, refused to others), and a revoked
+grant stops at once in another process sharing the database (its cache re-checks)."""
 
 from __future__ import annotations
 
@@ -17,11 +19,12 @@ from features.store import (
     AuditFilter,
     AuditLog,
     Database,
+    GrantFilter,
     InvalidCursor,
 )
 from policies import DEFAULT_POLICY_PATH, Policy, Principal
 
-from .conftest import account
+from .conftest import Backend, account
 
 REP = Principal.of("u-1021", ["sales_rep"], region="east")
 OTHER_REP = Principal.of("u-2042", ["sales_rep"], region="east")
@@ -297,3 +300,158 @@ async def test_failed_audit_stores_no_request(env: Env) -> None:
     finally:
         event.remove(env.db.engine.sync_engine, "before_cursor_execute", fail_audit)
     assert (await env.access.list(REP, mine=True)).requests == []
+
+
+# --- access review: grants in force, revocation ---------------------------------------------------
+
+HOUR = timedelta(hours=1)
+COLLEAGUE = Principal.of("u-m-east2", ["sales_manager"], region="east")  # sees A-1, taxId masked
+
+
+async def grant(env: Env, who: Principal, customer: object, fields: list[str], ttl: timedelta = HOUR) -> str:
+    made = await env.access.request(who, customer, fields, "review test")  # type: ignore[arg-type]
+    await env.access.decide(STEWARD, made.id, True, ttl, customer)  # type: ignore[arg-type]
+    env.clock.now += timedelta(seconds=1)
+    return made.id
+
+
+async def ids(env: Env, who: Principal, filter: GrantFilter | None = None, **kw: object) -> list[str]:
+    page = await env.access.in_force(who, filter, **kw)  # type: ignore[arg-type]
+    return [r.id for r in page.requests]
+
+
+async def test_grants_in_force_by_reviewer_scope(env: Env) -> None:
+    east1 = await grant(env, REP, A1, ["taxId", "payments"])
+    east2 = await grant(env, COLLEAGUE, A1, ["taxId"])
+    north = await grant(env, FINANCE, NORTH, ["opportunities"])
+    ended = await grant(env, REP, A2, ["taxId"], ttl=timedelta(seconds=1))  # over by now
+    pending = await env.access.request(REP, A2, ["payments"], "not decided")
+
+    assert await ids(env, STEWARD) == [north, east2, east1]
+    assert await ids(env, MANAGER_EAST) == [east2, east1]  # only its region
+    assert await ids(env, MANAGER_NORTH) == [north]
+    assert ended not in await ids(env, STEWARD) and pending.id not in await ids(env, STEWARD)
+
+    assert await ids(env, STEWARD, GrantFilter(user_sub=REP.sub)) == [east1]
+    assert await ids(env, STEWARD, GrantFilter(account_no="A-1")) == [east2, east1]
+    assert await ids(env, STEWARD, GrantFilter(field="payments")) == [east1]
+    assert await ids(env, STEWARD, GrantFilter(field="taxId", user_sub=COLLEAGUE.sub)) == [east2]
+    assert await ids(env, STEWARD, GrantFilter(region="north")) == [north]
+    assert await ids(env, MANAGER_EAST, GrantFilter(region="north")) == []  # a filter never widens
+
+    # paging: newest first, cursors continue
+    first = await env.access.in_force(STEWARD, first=2)
+    assert [r.id for r in first.requests] == [north, east2] and first.has_next_page
+    rest = await env.access.in_force(STEWARD, first=2, after=first.end_cursor)
+    assert [r.id for r in rest.requests] == [east1] and not rest.has_next_page
+    with pytest.raises(InvalidCursor):
+        await env.access.in_force(STEWARD, after="bogus")
+
+
+async def test_grants_in_force_refusals(env: Env) -> None:
+    for who in (REP, FINANCE):
+        error = await refused(
+            "FORBIDDEN", env.access.in_force(who, context=AuditContext("rq", "Review", "query"))
+        )
+        assert error.audited
+    denials = (await env.audit.query(AuditFilter(kinds={"denial"}, request_id="rq"), first=5)).records
+    assert {d.user_sub for d in denials} == {REP.sub, FINANCE.sub}
+    await refused("BAD_USER_INPUT", env.access.in_force(STEWARD, GrantFilter(field="emial")))
+    await refused("BAD_USER_INPUT", env.access.in_force(STEWARD, GrantFilter(user_sub=" ")))
+    await refused("BAD_USER_INPUT", env.access.in_force(STEWARD, first=0))
+    await refused("BAD_USER_INPUT", env.access.in_force(STEWARD, first=101))
+
+
+async def test_revoke_is_audited_and_stops_the_grant(env: Env) -> None:
+    made = await grant(env, REP, A1, ["taxId"], ttl=timedelta(days=2))
+    assert await env.access.active_grants(REP.sub, ["A-1"]) == {"A-1": {"taxId": made}}
+    revoked = await env.access.revoke(
+        MANAGER_EAST, made, "  left the account team ", A1, context=AuditContext("rv", "Revoke")
+    )
+    assert revoked.status is AccessRequestStatus.REVOKED and revoked.grant_id == made
+    assert (revoked.revoked_by, revoked.revoke_reason) == (MANAGER_EAST.sub, "left the account team")
+    assert await env.access.active_grants(REP.sub, ["A-1"]) == {}
+    fetched = await env.access.get(made)
+    assert fetched is not None and fetched.status is AccessRequestStatus.REVOKED
+    assert fetched.revoked_at == env.clock.now and fetched.revoked_by == MANAGER_EAST.sub
+    assert await ids(env, STEWARD) == []
+    mine = await env.access.list(REP, mine=True, status=AccessRequestStatus.REVOKED)
+    assert [r.id for r in mine.requests] == [made]
+
+    (record,) = (await env.audit.query(AuditFilter(kinds={"access_revocation"}), first=5)).records
+    assert (record.user_sub, record.request_id, record.operation_name) == (MANAGER_EAST.sub, "rv", "Revoke")
+    assert record.grant_id == made and record.customer_ids == ("A-1",)
+    assert record.before is not None and record.before["status"] == "approved"
+    assert record.after == {"status": "revoked", "reason": "left the account team", "requester": REP.sub}
+    assert (await env.audit.verify()).ok
+
+    error = await refused("CONFLICT", env.access.revoke(STEWARD, made, "again", A1))
+    assert "already revoked" in error.message
+
+
+async def test_who_may_revoke(env: Env) -> None:
+    made = await grant(env, REP, A1, ["taxId"])
+    for who in (MANAGER_NORTH, FINANCE, OTHER_REP, REP):
+        error = await refused("FORBIDDEN", env.access.revoke(who, made, "no", A1))
+        assert error.audited and "revokeAccessGrant" in error.message
+    moved = account("A-1", owner=REP.sub, region="north")  # the live customer counts
+    await refused("FORBIDDEN", env.access.revoke(MANAGER_EAST, made, "moved", moved))
+    assert await env.access.active_grants(REP.sub, ["A-1"]) == {"A-1": {"taxId": made}}
+    denials = (await env.audit.query(AuditFilter(kinds={"denial"}), first=10)).records
+    assert len(denials) == 5
+    assert (await env.access.revoke(STEWARD, made, "done", A1)).status is AccessRequestStatus.REVOKED
+
+
+async def test_revoke_bad_input_and_states(env: Env) -> None:
+    made = await grant(env, REP, A1, ["taxId"])
+    await refused("BAD_USER_INPUT", env.access.revoke(STEWARD, made, "  ", A1))
+    await refused("BAD_USER_INPUT", env.access.revoke(STEWARD, made, "x" * 501, A1))
+    await refused("BAD_USER_INPUT", env.access.revoke(STEWARD, made, "a\x00b", A1))
+    await refused("BAD_USER_INPUT", env.access.revoke(STEWARD, made, "why", A2))  # not its customer
+    await refused("NOT_FOUND", env.access.revoke(STEWARD, "nope", "why", A1))
+    pending = await env.access.request(REP, A2, ["taxId"], "pending")
+    error = await refused("CONFLICT", env.access.revoke(STEWARD, pending.id, "why", A2))
+    assert "pending" in error.message
+    env.clock.now += 2 * HOUR
+    error = await refused("CONFLICT", env.access.revoke(STEWARD, made, "why", A1))
+    assert "ended" in error.message
+    assert (await env.audit.query(AuditFilter(kinds={"access_revocation"}), first=5)).records == []
+
+
+@pytest.fixture
+async def second_process(backend: Backend, env: Env) -> AsyncIterator[AccessRequests]:
+    """Another gateway process: its own connection pool and grant cache, the same database."""
+    db = backend.open()
+    try:
+        yield AccessRequests(db, env.access._policy(), audit=AuditLog(db), clock=env.clock, cache_ttl=3600)
+    finally:
+        await db.aclose()
+
+
+async def test_revocation_reaches_another_process_at_its_next_lookup(
+    env: Env, second_process: AccessRequests, database: Database
+) -> None:
+    made = await grant(env, REP, A1, ["taxId"], ttl=timedelta(days=1))
+    other = second_process
+    assert await other.active_grants(REP.sub, ["A-1"]) == {"A-1": {"taxId": made}}
+    assert await other.active_grants(REP.sub, ["A-1"]) == {"A-1": {"taxId": made}}  # from its cache
+    assert (other.grant_queries, other.revocation_checks) == (1, 1)
+    # a customer without a grant costs the cached lookup nothing
+    assert await other.active_grants(REP.sub, ["A-2"]) == {}
+    assert other.revocation_checks == 1
+
+    await env.access.revoke(STEWARD, made, "review", A1)  # through the first process
+    assert await other.active_grants(REP.sub, ["A-1"]) == {}  # its cache (an hour) is not trusted
+    assert other.revocation_checks == 2
+    assert await other.active_grants(REP.sub, ["A-1"]) == {}
+    assert other.grant_queries == 2  # the stale entry was dropped and read again
+
+
+async def test_all_in_force(env: Env) -> None:
+    a = await grant(env, REP, A2, ["taxId"])
+    b = await grant(env, FINANCE, NORTH, ["opportunities"])
+    c = await grant(env, REP, A1, ["payments"])
+    await env.access.revoke(STEWARD, c, "gone", A1)
+    listed = await env.access.all_in_force()
+    assert [r.id for r in listed] == [a, b]  # by customer: A-2, N-1
+    assert all(r.status is AccessRequestStatus.APPROVED for r in listed)
