@@ -19,7 +19,7 @@ from features.store.db import StoreUnavailable
 from .context import RequestContext, WriteRecord
 from .customer import Customer
 from .enums import ActivityType, TicketCategory, TicketChannel, TicketPriority
-from .errors import BadUserInput, Conflict, Forbidden, NotFound
+from .errors import BadUserInput, Conflict, Forbidden, GraphError, NotFound
 from .ids import customer_key
 from .records import Activity, Ticket
 
@@ -304,14 +304,32 @@ class Mutation:
         owner_id = str(input.owner_id) if input.owner_id is not None else None
         if owner_id is not None and await context.loaders.user.load(owner_id) is None:
             raise BadUserInput("No sales user has that id.")
+        review: int | None = None
+        if owner_id is None and account.owner_id is not None and context.pool is not None:
+            try:  # to the pool: its review first (no customer reaches the pool unreviewed)
+                review = await context.pool.open_review(
+                    account_no=account.account_no,
+                    region=account.region,
+                    cause="reassign",
+                    note=None,
+                    previous_owner=account.owner_id,
+                    actor=context.require_principal().sub,
+                    at=context.now,
+                )
+            except StoreUnavailable:
+                raise GraphError("The pool's database is unavailable, so nothing was changed.") from None
         try:
             updated = await context.loaders.upstreams.sales.set_owner(
                 account.account_no, owner_id, version=input.version
             )
-        except UpstreamConflict:
-            raise Conflict("The customer changed since that version; read it again and retry.") from None
-        except UpstreamInvalid as exc:
-            raise refused_values(exc) from None
+        except BaseException as exc:
+            if context.pool is not None:
+                await context.pool.cancel_review(review)
+            if isinstance(exc, UpstreamConflict):
+                raise Conflict("The customer changed since that version; read it again and retry.") from None
+            if isinstance(exc, UpstreamInvalid):
+                raise refused_values(exc) from None
+            raise
         context.evict(account.account_no)
         if context.pool is not None and account.owner_id != owner_id:
             # the pool history: the previous owner lost it (its cooldown starts); to nobody: a review

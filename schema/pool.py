@@ -38,6 +38,7 @@ from features.pool.rules import (
 )
 from features.pool.store import MAX_PAGE as MAX_HISTORY_PAGE
 from features.pool.store import history_cursor
+from features.store.db import StoreUnavailable
 
 from .context import RequestContext, WriteRecord
 from .customer import Customer
@@ -75,6 +76,20 @@ class PoolPort(Protocol):
     async def history(self, account_no: str, first: int, after: str | None) -> HistoryPage: ...
 
     async def review_states(self, account_nos: Sequence[str]) -> dict[str, Review]: ...
+
+    async def open_review(
+        self,
+        *,
+        account_no: str,
+        region: str,
+        cause: str,
+        note: str | None,
+        previous_owner: str | None,
+        actor: str,
+        at: datetime,
+    ) -> int | None: ...
+
+    async def cancel_review(self, review_id: int | None) -> None: ...
 
     async def review_queue(
         self, *, region: str | None, first: int, after: str | None
@@ -364,6 +379,27 @@ def _entry_reason(record: PoolRecord | None) -> tuple[PoolEntryReason, ReleaseRe
     return PoolEntryReason.RECYCLED_INACTIVE, None
 
 
+async def _open_review(
+    context: RequestContext, pool: PoolPort, account: models.Account, cause: str, note: str | None
+) -> int | None:
+    """The review a customer will wait for in the pool, written before it is sent there: if the database
+    cannot take it, nothing is sent (no customer reaches the pool unreviewed)."""
+    try:
+        return await pool.open_review(
+            account_no=account.account_no,
+            region=account.region,
+            cause=cause,
+            note=note,
+            previous_owner=account.owner_id,
+            actor=context.require_principal().sub,
+            at=context.now,
+        )
+    except StoreUnavailable:
+        raise GraphError(
+            "The pool's database is unavailable, so nothing was changed. Try again later."
+        ) from None
+
+
 async def _record_history(context: RequestContext, pool: PoolPort, records: Sequence[PoolRecord]) -> None:
     """The owner change is done (the sales system is the truth); a history that cannot be stored is
     logged, never turned into an error for a write that happened."""
@@ -529,7 +565,7 @@ class PoolQuery:
         edges = []
         for review in reviews:
             account = accounts.get(review.account_no)
-            if account is None:
+            if account is None or account.owner_id is not None:  # gone, or the send never happened
                 continue
             view = guard.view(account)
             if not view.visible:
@@ -663,16 +699,22 @@ class PoolMutation:
         if not decision.allowed:
             raise _deny(context, "releaseCustomer", account_no, decision.rule)
         await context.begin_write("releaseCustomer", account_no)
+        review = await _open_review(context, pool, account, reason.value, note)
         try:
             updated = await context.loaders.upstreams.sales.set_owner(
                 account_no, None, version=account.version
             )
         except UpstreamConflict:
+            await pool.cancel_review(review)
             raise Conflict(
                 "The customer changed meanwhile; read it again and retry.", reason="CHANGED"
             ) from None
         except UpstreamInvalid as exc:
+            await pool.cancel_review(review)
             raise refused_values(exc) from None
+        except BaseException:
+            await pool.cancel_review(review)
+            raise
         context.evict(account_no)
         context.record(
             WriteRecord(
@@ -882,14 +924,17 @@ async def _recycle_all(
         nonlocal conflicts
         async with gate:
             await context.begin_write("recycleDormant", account.account_no)
+            review = await _open_review(context, _pool(context), account, RecycleCause.DORMANT.value, None)
             try:
                 updated = await sales.set_owner(account.account_no, None, version=account.version)
             except (UpstreamConflict, UpstreamNotFound):
                 conflicts += 1
+                await _pool(context).cancel_review(review)
                 return None
             except UpstreamError:
                 conflicts += 1
                 log.warning("recycleDormant: an owner change failed upstream")
+                await _pool(context).cancel_review(review)
                 return None
         context.evict(account.account_no)
         context.record(

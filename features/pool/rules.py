@@ -303,14 +303,6 @@ class ReviewState(StrEnum):
 
 
 REVIEW_STATES = frozenset(s.value for s in ReviewState)
-ENTERING_KINDS = (PoolEventKind.RELEASE, PoolEventKind.RECYCLE)
-
-
-def enters_pool(record: PoolRecord) -> bool:
-    """A record of a customer entering the pool (a release, a recycle, a reassignment to nobody)."""
-    return record.kind in ENTERING_KINDS or (
-        record.kind is PoolEventKind.REASSIGN and record.assigned_to is None
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -183,6 +183,30 @@ class PoolService:
 
     # --- reviews before the pool ----------------------------------------------------------------
 
+    async def open_review(
+        self,
+        *,
+        account_no: str,
+        region: str,
+        cause: str,
+        note: str | None,
+        previous_owner: str | None,
+        actor: str,
+        at: datetime,
+    ) -> int | None:
+        return await (await self.ready()).open_review(
+            account_no=account_no,
+            region=region,
+            cause=cause,
+            note=note,
+            previous_owner=previous_owner,
+            actor=actor,
+            at=at,
+        )
+
+    async def cancel_review(self, review_id: int | None) -> None:
+        await (await self.ready()).cancel_review(review_id)
+
     async def review_states(self, account_nos: Sequence[str]) -> dict[str, Review]:
         """The newest review of each account that has one (none: claimable as before reviews)."""
         await self.ready()

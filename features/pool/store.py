@@ -29,7 +29,7 @@ from features.store.db import (
 )
 from features.store.models import pool_history, pool_reviews
 
-from .rules import HistoryPage, PoolEventKind, PoolRecord, PoolRules, Review, ReviewState, enters_pool
+from .rules import HistoryPage, PoolEventKind, PoolRecord, PoolRules, Review, ReviewState
 
 log = logging.getLogger(__name__)
 
@@ -96,23 +96,58 @@ class PoolStore:
         except STORE_ERRORS as exc:
             raise StoreUnavailable(f"the pool history is unavailable ({type(exc).__name__})") from None
 
+    async def open_review(
+        self,
+        *,
+        account_no: str,
+        region: str,
+        cause: str,
+        note: str | None,
+        previous_owner: str | None,
+        actor: str,
+        at: datetime,
+    ) -> int | None:
+        """Before a customer is sent to the pool: its review, pending (None when ``cause`` skips review).
+        Written first, so that no customer reaches the pool unreviewed whatever fails after; a send that
+        did not happen cancels it (``cancel_review``)."""
+        if not self.rules.reviews(cause):
+            return None
+        try:
+            async with self.db.write_transaction() as conn:
+                result = await conn.execute(
+                    pool_reviews.insert()
+                    .values(
+                        account_no=account_no,
+                        region=region,
+                        state=ReviewState.PENDING.value,
+                        cause=cause,
+                        note=note,
+                        previous_owner=previous_owner,
+                        entered_at=at,
+                        entered_by=actor,
+                    )
+                    .returning(pool_reviews.c.id)
+                )
+                return int(result.scalar_one())
+        except STORE_ERRORS as exc:
+            raise StoreUnavailable(f"the pool reviews are unavailable ({type(exc).__name__})") from None
+
+    async def cancel_review(self, review_id: int | None) -> None:
+        """The owner change did not happen: its pending review goes (best effort; a stale one for an
+        owned customer blocks nothing and leaves the queue)."""
+        if review_id is None:
+            return
+        try:
+            async with self.db.write_transaction() as conn:
+                await conn.execute(
+                    pool_reviews.delete().where(
+                        pool_reviews.c.id == review_id, pool_reviews.c.state == ReviewState.PENDING.value
+                    )
+                )
+        except STORE_ERRORS as exc:
+            log.warning("a pending pool review was not cancelled (%s)", type(exc).__name__)
+
     async def _add(self, conn: AsyncConnection, records: Sequence[PoolRecord]) -> list[bool]:
-        reviews = [
-            {
-                "account_no": r.account_no,
-                "region": r.region or "",
-                "state": ReviewState.PENDING.value,
-                "cause": r.reason or r.kind.value,
-                "note": r.note,
-                "previous_owner": r.owner_id,
-                "entered_at": r.at,
-                "entered_by": r.actor,
-            }
-            for r in records
-            if enters_pool(r) and self.rules.reviews(r.reason or r.kind.value)
-        ]
-        if reviews:  # in the same transaction as the history: no customer enters the pool unreviewed
-            await conn.execute(pool_reviews.insert(), reviews)
         plain = [r for r in records if r.dedupe_key is None]
         if plain:
             await conn.execute(pool_history.insert(), [_values(r) for r in plain])

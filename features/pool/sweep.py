@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from connectors.errors import UpstreamConflict, UpstreamError, UpstreamNotFound
 from connectors.models import Account, Activity
 from features.store.audit import AuditEntry, AuditLog
-from features.store.db import Database
+from features.store.db import Database, StoreUnavailable
 from features.store.models import pool_sweeps
 
 from . import lockrows
@@ -285,15 +285,31 @@ class Sweeper:
         async def one(account: Account) -> PoolRecord | None:
             async with gate:
                 try:
+                    review = await self.store.open_review(
+                        account_no=account.account_no,
+                        region=account.region,
+                        cause=RecycleCause.INACTIVE.value,
+                        note=None,
+                        previous_owner=account.owner_id,
+                        actor=SYSTEM_ACTOR,
+                        at=now,
+                    )
+                except StoreUnavailable:
+                    result.errors += 1  # no review, no recycle: the next pass tries again
+                    return None
+                try:
                     updated = await sales.set_owner(account.account_no, None, version=account.version)
                 except UpstreamConflict:
                     result.conflicts += 1  # claimed, released or edited meanwhile: next pass decides again
+                    await self.store.cancel_review(review)
                     return None
                 except UpstreamNotFound:
+                    await self.store.cancel_review(review)
                     return None
                 except UpstreamError as exc:
                     result.errors += 1
                     log.warning("pool sweep: a recycle failed upstream (%s)", type(exc).__name__)
+                    await self.store.cancel_review(review)
                     return None
             if self.evict is not None:
                 self.evict(account.account_no)

@@ -159,3 +159,22 @@ async def test_a_reassignment_is_history_and_starts_the_cooldown(
         assert "errors" not in approved, approved
         refused = await gw.graph.query(CLAIM, {"id": customer_id(target)}, **rep_token(examples.rep))
         assert error(refused)["reason"] == "COOLDOWN"
+
+
+async def test_a_send_that_fails_leaves_no_review(
+    systems: DemoSystems, examples: DemoExamples, db_url: str
+) -> None:
+    """The review is written before the owner change; a change the sales system refuses cancels it."""
+    async with gateway(systems, db_url, CG_POOL_REVIEW="true") as gw:
+        target = examples.owned
+        manager = _manager(systems, examples, target)
+        stale = raw(systems, target)["version"] - 1
+        refused = await gw.graph.query(
+            "mutation($id: ID!, $v: Int) { assignOwner(input: {customerId: $id, ownerId: null, version: $v}) "
+            "{ customer { accountNo } } }",
+            {"id": customer_id(target), "v": stale},
+            **manager,
+        )
+        assert error(refused)["code"] == "CONFLICT"
+        assert await gw.pool.review_states([target]) == {}
+        assert raw(systems, target)["owner_id"] == examples.rep
