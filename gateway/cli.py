@@ -130,9 +130,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from .store_cli import db_upgrade_main
+    from .store_cli import db_backup_main, db_restore_main, db_upgrade_main
 
-    return db_upgrade_main(args.args)
+    commands = {"upgrade": db_upgrade_main, "backup": db_backup_main, "restore": db_restore_main}
+    return commands[args.action](args.args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,8 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("args", nargs=argparse.REMAINDER, help="see 'customer-graph audit ACTION --help'")
     audit.set_defaults(func=cmd_audit)
 
-    db = sub.add_parser("db", help="the gateway's database: 'db upgrade' applies the migrations")
-    db.add_argument("action", choices=["upgrade"])
+    db = sub.add_parser(
+        "db",
+        help="the gateway's database: 'db upgrade' applies the migrations; 'db backup FILE', "
+        "'db restore FILE'",
+    )
+    db.add_argument("action", choices=["upgrade", "backup", "restore"])
     db.add_argument("args", nargs=argparse.REMAINDER)
     db.set_defaults(func=cmd_db)
     for plugin in entry_points(group="customer_graph.commands"):
