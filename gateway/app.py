@@ -34,6 +34,7 @@ from features.identity.store import IdentityStore
 from features.pool import PoolService
 from features.privacy import DataRequests
 from features.privacy import Sources as PrivacySources
+from features.retention import Retention, purge
 from features.store import AccessRequests, AuditLog, Database, StoreUnavailable
 from features.store.checkpoints import checkpoints_for
 from features.store.intents import WriteJournal, intent_states
@@ -59,7 +60,7 @@ from .privacy import Privacy
 from .ratelimit import build_limiter
 from .readwatch import ReadWatch
 from .request_id import RequestIdMiddleware, accept_request_id
-from .settings import Settings, SettingsError, load_settings
+from .settings import Settings, SettingsError, load_settings, retention_key
 from .shared_limits import BreakerBoard, RedisRate, RedisSlots
 from .tracing import TracingMiddleware, build_provider, trace_upstreams
 from .upstreams import build_upstreams
@@ -225,6 +226,7 @@ class Gateway:
         )
         self.journal = WriteJournal(self.database)  # writes: intent before, outcome with the audit record
         self._journal_watch: asyncio.Task[None] | None = None
+        self._purge_task: asyncio.Task[None] | None = None
         # The public pool (features/pool): its history database opens on first use; the sweep is
         # scheduled by start(). Live updates subscribe with ``gateway.pool.on_pool_event(callback)``.
         self.pool = PoolService.from_settings(
@@ -374,6 +376,29 @@ class Gateway:
             await self.breakers.publish(self._breaker_states())
             await asyncio.sleep(every)
 
+    async def _purge_regularly(self, every: float) -> None:
+        """Retention (features/retention.py): what is past its time is pseudonymised, at start and then
+        every ``every`` seconds."""
+        retention = Retention.from_settings(self.settings)
+        key = retention_key(self.settings)
+        while True:
+            try:
+                purged = await purge(self.database, retention, datetime.now(UTC), key=key)
+                if purged.pool_notes or purged.review_notes or purged.event_payloads:
+                    log.info(
+                        "retention purge",
+                        extra={
+                            "pool_notes": purged.pool_notes,
+                            "review_notes": purged.review_notes,
+                            "event_payloads": purged.event_payloads,
+                        },
+                    )
+            except StoreUnavailable:
+                log.warning("retention purge skipped: the gateway database is unavailable")
+            except Exception as exc:  # a purge that failed must not stop the next one
+                log.error("retention purge failed (%s)", type(exc).__name__)
+            await asyncio.sleep(every)
+
     async def _watch_journal(self, every: float = 60.0) -> None:
         """At start and then every minute: writes whose outcome was never recorded go into the trail."""
         while True:
@@ -398,6 +423,10 @@ class Gateway:
         self.pool.start()
         loop = asyncio.get_running_loop()
         self._journal_watch = loop.create_task(self._watch_journal(), name="write-journal")
+        if self.settings.retention_interval > 0:
+            self._purge_task = loop.create_task(
+                self._purge_regularly(self.settings.retention_interval), name="retention-purge"
+            )
         if self.breakers is not None:
             self._breaker_beat = loop.create_task(self._beat_breakers(), name="breaker-report")
 
@@ -422,6 +451,10 @@ class Gateway:
 
     async def aclose(self) -> None:
         await self.privacy.aclose()
+        if self._purge_task is not None:
+            self._purge_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._purge_task
         if self._journal_watch is not None:
             self._journal_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

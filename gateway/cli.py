@@ -130,9 +130,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from .store_cli import db_backup_main, db_restore_main, db_upgrade_main
+    from .store_cli import db_backup_main, db_purge_main, db_restore_main, db_upgrade_main
 
-    commands = {"upgrade": db_upgrade_main, "backup": db_backup_main, "restore": db_restore_main}
+    commands = {
+        "upgrade": db_upgrade_main,
+        "backup": db_backup_main,
+        "restore": db_restore_main,
+        "purge": db_purge_main,
+    }
     return commands[args.action](args.args)
 
 
@@ -224,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the gateway's database: 'db upgrade' applies the migrations; 'db backup FILE', "
         "'db restore FILE'",
     )
-    db.add_argument("action", choices=["upgrade", "backup", "restore"])
+    db.add_argument("action", choices=["upgrade", "backup", "restore", "purge"])
     db.add_argument("args", nargs=argparse.REMAINDER)
     db.set_defaults(func=cmd_db)
     for plugin in entry_points(group="customer_graph.commands"):

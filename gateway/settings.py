@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -115,6 +116,13 @@ class Settings:
     # region or a data steward to review it before anyone may claim it; reasons listed in pool_review_skip
     # (release reasons, recycle causes: e.g. "wrong_region,inactive") skip the review.
     pool_review: bool = True
+    # Retention (features/retention.py): days a kind of personal data is kept before it is pseudonymised
+    # (0: kept), how often the purge runs (seconds; 0: never inside the gateway), and the key of the
+    # pseudonyms (empty: derived from CG_JWT_SECRET).
+    retention_pool_notes_days: float = 730.0
+    retention_event_payload_days: float = 180.0
+    retention_interval: float = 3600.0
+    retention_key: str = ""
     # A data subject's exports (features/privacy.py) go here (with several instances: a shared volume).
     privacy_folder: str = "var/privacy"
     pool_review_skip: str = ""
@@ -300,3 +308,9 @@ def _check_live(settings: Settings) -> None:
     ):
         if getattr(settings, name) < 0:
             raise SettingsError(f"{name}: must not be negative")
+
+
+def retention_key(settings: Settings) -> bytes:
+    """The key of the retention purge's pseudonyms (the same e-mail, the same pseudonym)."""
+    secret = settings.retention_key or settings.jwt_secret or "customer-graph-retention"
+    return hashlib.sha256(b"retention:" + secret.encode()).digest()

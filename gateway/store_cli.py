@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, cast
 
+from features.retention import Purged, Retention, purge
 from features.store.access import grants_in_force
 from features.store.audit import AuditLog, AuditUnavailable
 from features.store.backup import BackupError, Restored, backup, restore
@@ -32,7 +33,7 @@ from features.store.db import (
     normalise_url,
 )
 
-from .settings import load_settings
+from .settings import SettingsError, load_settings, retention_key
 
 
 def _time(text: str) -> datetime:
@@ -297,3 +298,39 @@ def db_restore_main(argv: Sequence[str] | None = None) -> int:
     print(f"restored {sum(restored.rows.values())} rows; audit chain: "
           f"{'intact' if verify.ok else 'BROKEN'} ({verify.records_checked} records checked)")  # fmt: skip
     return 0 if verify.ok else 1
+
+
+def db_purge_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="customer-graph db purge",
+        description="Pseudonymise what is past its retention now (pool notes, event payloads; the gateway "
+        "also runs this every retention_interval seconds). Prints counts only.",
+    )
+    _database_arg(parser)
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        database = Database(args.database_url or settings.database_url or None)
+    except (SettingsError, DatabaseConfigError) as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return 2
+
+    async def run() -> Purged:
+        try:
+            await database.migrate()
+            return await purge(
+                database, Retention.from_settings(settings), datetime.now(UTC), key=retention_key(settings)
+            )
+        finally:
+            await database.aclose()
+
+    try:
+        purged = asyncio.run(run())
+    except Exception as exc:  # the class only
+        print(f"{parser.prog}: failed ({type(exc).__name__})", file=sys.stderr)
+        return 2
+    print(
+        f"retention purge: {purged.pool_notes} pool notes, {purged.review_notes} review notes, "
+        f"{purged.event_payloads} event payloads pseudonymised"
+    )
+    return 0

@@ -146,3 +146,9 @@ def test_db_backup_and_restore(tmp_path: Path, capsys: pytest.CaptureFixture[str
     (tmp_path / "bogus.cgbak").write_text("not a backup")
     assert main(["db", "restore", str(tmp_path / "bogus.cgbak"), "--database-url", target]) == 2
     assert "not a" in capsys.readouterr().err
+
+
+def test_db_purge(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/gateway.db"
+    assert main(["db", "purge", "--database-url", url]) == 0
+    assert "retention purge: 0 pool notes, 0 review notes, 0 event payloads" in capsys.readouterr().out
