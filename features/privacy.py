@@ -348,3 +348,40 @@ def render_html(source: Path, target: Path) -> None:
         out.append("</table>")
     out.append("</body></html>")
     target.write_text("\n".join(out), encoding="utf-8")
+
+
+async def run_export(
+    requests: DataRequests, exporter: Exporter, request: DataRequest, *, on_progress: Progress | None = None
+) -> DataRequest:
+    """Run a recorded export request to its end: running, progress and parts as it goes, then done (or
+    failed, with the error's kind only). Answers the request as it ended."""
+    await requests.update(request.id, status=RequestStatus.RUNNING.value, started_at=datetime.now(UTC))
+
+    async def progress(share: float, parts: Sequence[Mapping[str, Any]]) -> None:
+        await requests.update(request.id, progress=round(share, 3), parts=list(parts))
+        if on_progress is not None:
+            await on_progress(share, parts)
+
+    try:
+        parts = await exporter.run(
+            request.account_no, requests.files(request.id)["json"], request_id=request.id, progress=progress
+        )
+    except Exception as exc:  # the kind only: a message may carry data or an address
+        log.warning("data export failed (%s)", type(exc).__name__, extra={"data_request": request.id})
+        await requests.update(
+            request.id,
+            status=RequestStatus.FAILED.value,
+            error=type(exc).__name__,
+            finished_at=datetime.now(UTC),
+        )
+    else:
+        await requests.update(
+            request.id,
+            status=RequestStatus.DONE.value,
+            progress=1.0,
+            parts=parts,
+            finished_at=datetime.now(UTC),
+        )
+    ended = await requests.get(request.id)
+    assert ended is not None
+    return ended

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from features.privacy import DataRequest, DataRequests, Exporter, RequestStatus, Sources
+from features.privacy import DataRequest, DataRequests, Exporter, RequestStatus, Sources, run_export
 from policies import Policy
 from policies.guard import Guard
 
@@ -56,35 +56,7 @@ class Privacy:
         return request
 
     async def _export(self, request: DataRequest) -> None:
-        requests = self.requests
-        await requests.update(request.id, status=RequestStatus.RUNNING.value, started_at=datetime.now(UTC))
-
-        async def progress(share: float, parts: Sequence[Mapping[str, Any]]) -> None:
-            await requests.update(request.id, progress=round(share, 3), parts=list(parts))
-
-        try:
-            parts = await Exporter(self._sources()).run(
-                request.account_no,
-                requests.files(request.id)["json"],
-                request_id=request.id,
-                progress=progress,
-            )
-        except Exception as exc:  # the kind only: a message may carry data or an address
-            log.warning("data export failed (%s)", type(exc).__name__, extra={"data_request": request.id})
-            await requests.update(
-                request.id,
-                status=RequestStatus.FAILED.value,
-                error=type(exc).__name__,
-                finished_at=datetime.now(UTC),
-            )
-            return
-        await requests.update(
-            request.id,
-            status=RequestStatus.DONE.value,
-            progress=1.0,
-            parts=parts,
-            finished_at=datetime.now(UTC),
-        )
+        await run_export(self.requests, Exporter(self._sources()), request)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from features.history import CustomerHistory
 from features.identity.store import IdentityStore
-from features.privacy import DataRequests, Exporter, RequestStatus, Sources
+from features.privacy import DataRequests, Exporter, RequestStatus, Sources, run_export
 from features.store.audit import AuditEntry, AuditLog
 from features.store.db import Database
 
@@ -50,13 +50,11 @@ async def _run(account_no: str, by: str, folder: Path, database_url: str | None,
                 )
             ]
         )
-        await requests.update(request.id, status=RequestStatus.RUNNING.value, started_at=datetime.now(UTC))
 
         async def progress(share: float, parts: Sequence[Mapping[str, Any]]) -> None:
             bar.n = round(share * 100)
             bar.set_postfix_str(str(parts[-1]["name"]) if parts else "")
             bar.refresh()
-            await requests.update(request.id, progress=round(share, 3), parts=list(parts))
 
         sources = Sources(
             sales=upstreams.sales,
@@ -67,25 +65,12 @@ async def _run(account_no: str, by: str, folder: Path, database_url: str | None,
             identity=IdentityStore(database),
             database=database,
         )
-        target = requests.files(request.id)["json"]
-        try:
-            parts = await Exporter(sources).run(account_no, target, request_id=request.id, progress=progress)
-        except Exception as exc:
-            await requests.update(
-                request.id,
-                status=RequestStatus.FAILED.value,
-                error=type(exc).__name__,
-                finished_at=datetime.now(UTC),
-            )
-            raise
-        await requests.update(
-            request.id,
-            status=RequestStatus.DONE.value,
-            progress=1.0,
-            parts=parts,
-            finished_at=datetime.now(UTC),
-        )
-        return target
+        ended = await run_export(requests, Exporter(sources), request, on_progress=progress)
+        if ended.status is not RequestStatus.DONE:
+            if ended.error == "LookupError":
+                raise LookupError("no such customer")
+            raise RuntimeError(ended.error or "the export failed")
+        return requests.files(request.id)["json"]
     finally:
         await audit.aclose()
         await database.aclose()

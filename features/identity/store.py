@@ -242,18 +242,7 @@ class IdentityStore:
         def run(conn: Connection) -> Seen:
             seen = _observe(conn, profiles, accounts, at, source="scan", actor="system:identity-scan")
             conn.execute(identity_pairs.delete())
-            rows = [
-                {
-                    "a": a,
-                    "b": b,
-                    "score": m.score,
-                    "reasons": [r.value for r in m.reasons],
-                    "region": regions.get(a, ""),
-                    "found_at": at,
-                }
-                for (a, b), m in pairs.items()
-            ]
-            for chunk in _chunks(rows):
+            for chunk in _chunks(_pair_rows(pairs, regions, at)):
                 conn.execute(identity_pairs.insert(), list(chunk))
             return seen
 
@@ -273,20 +262,7 @@ class IdentityStore:
                 )
             )
             if pairs:
-                conn.execute(
-                    identity_pairs.insert(),
-                    [
-                        {
-                            "a": a,
-                            "b": b,
-                            "score": m.score,
-                            "reasons": [r.value for r in m.reasons],
-                            "region": regions.get(a, ""),
-                            "found_at": at,
-                        }
-                        for (a, b), m in pairs.items()
-                    ],
-                )
+                conn.execute(identity_pairs.insert(), _pair_rows(pairs, regions, at))
 
         await self._guard(lambda: self.db.run_write(run))
 
@@ -438,6 +414,22 @@ class IdentityStore:
             return emails, (encode_cursor("requesters", emails[-1]) if emails else None), more
 
         return await self._guard(run)
+
+
+def _pair_rows(
+    pairs: Mapping[tuple[str, str], Match], regions: Mapping[str, str], at: datetime
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "a": a,
+            "b": b,
+            "score": m.score,
+            "reasons": [r.value for r in m.reasons],
+            "region": regions.get(a, ""),
+            "found_at": at,
+        }
+        for (a, b), m in pairs.items()
+    ]
 
 
 def _add_email(
