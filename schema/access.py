@@ -4,7 +4,7 @@ access review (the grants in force, revoking one) and the audit log, for the rol
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, cast
@@ -31,6 +31,7 @@ from policies.guard import Guard
 
 from .context import RequestContext
 from .customer import Customer
+from .datum import write_values as _values
 from .enums import Region
 from .errors import BadUserInput, Conflict, Forbidden, GraphError, NotFound
 from .ids import customer_key, encode_id
@@ -390,23 +391,6 @@ class AccessQuery:
         )
 
 
-# A write record's keys (the connectors' attribute names) → the customer field whose value they carry.
-_DATUM = {
-    "contact_name": "contactName",
-    "title": "title",
-    "email": "email",
-    "phone": "phone",
-    "address": "address",
-    "tax_id": "taxId",
-    "owner_id": "owner",
-    "reason": "owner",  # a release's reason: part of the ownership change
-    "review": "owner",  # a pool review's state: part of the ownership change
-    "duplicate_of": "owner",  # a release as a duplicate: the other customer's account number
-}
-# Writes whose values all belong to one list field of the customer.
-_DATUM_OF_OPERATION = {"logActivity": "activities", "openTicket": "tickets"}
-
-
 async def _as_the_reader_may_see(
     context: RequestContext, guard: Guard, records: Sequence[Any]
 ) -> list[tuple[Any, Any, dict[str, Any] | None]]:
@@ -433,16 +417,6 @@ async def _as_the_reader_may_see(
             )
         )
     return shown
-
-
-def _values(guard: Guard, account: models.Account | None, operation: str, given: Any) -> Any:
-    if not isinstance(given, Mapping):
-        return None
-    out: dict[str, Any] = {}
-    for key, value in given.items():
-        datum = _DATUM_OF_OPERATION.get(operation) or _DATUM.get(key)
-        out[key] = guard.datum(account, datum, value) if datum is not None else None
-    return out
 
 
 async def _maybe(found: Any) -> models.Account | None:

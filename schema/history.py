@@ -20,6 +20,8 @@ from features import history
 from policies.decisions import Effect
 from policies.engine import CustomerView
 
+from .datum import DATUM_OF_OPERATION, write_values
+
 if TYPE_CHECKING:
     from .context import RequestContext
 
@@ -78,6 +80,7 @@ class HistoryConnection:
     page_info: HistoryPageInfo
 
 
+_ACCESS_OPERATIONS = frozenset({"requestDataExport"})  # writes that are about access, not the customer
 _LIST_OF_EVENT = {"order": "orders", "payment": "payments", "activity": "activities"}
 
 
@@ -107,6 +110,14 @@ class Reader:
         )
 
     def keep(self, entry: history.Entry) -> bool:
+        if entry.source == "gateway":
+            # a write about a list the reader is denied (a ticket opened, an activity logged) is not
+            # shown at all; a data subject's request shows to who sees access entries
+            operation = str(entry.detail.get("operation") or entry.kind)
+            listed = DATUM_OF_OPERATION.get(operation)
+            if listed is not None and _denied(self.view, listed):
+                return False
+            return operation not in _ACCESS_OPERATIONS or self.sees_access
         if entry.source == "sales":
             listed = _LIST_OF_EVENT.get(entry.kind.partition(".")[0])
             return listed is None or not _denied(self.view, listed)
@@ -116,15 +127,13 @@ class Reader:
         return True
 
     def edge(self, entry: history.Entry) -> HistoryEdge:
-        from .access import _values  # the audit log's same-datum rule for before/after values
-
         guard, account = self.guard, self.account
         before = after = None
         detail: dict[str, Any] = dict(entry.detail)
         if entry.source in ("gateway", "access"):
             operation = str(entry.detail.get("operation", ""))
-            before = _values(guard, account, operation, entry.before)
-            after = _values(guard, account, operation, entry.after)
+            before = write_values(guard, account, operation, entry.before)
+            after = write_values(guard, account, operation, entry.after)
             detail.pop("search", None)
         elif entry.source == "support":
             email = detail.get("requesterEmail")

@@ -14,6 +14,7 @@ from features.privacy import DataRequest as StoredRequest
 
 from .context import RequestContext, WriteRecord
 from .errors import Forbidden, NotFound
+from .ids import encode_id
 from .mutations import _authorize, _target
 
 
@@ -58,8 +59,6 @@ class DataRequest:
 
     @classmethod
     def of(cls, request: StoredRequest) -> DataRequest:
-        from .ids import encode_id
-
         done = request.status.value == "done"
         return cls(
             id=strawberry.ID(request.id),
@@ -105,7 +104,7 @@ class PrivacyQuery:
         request = await _port(context).get(str(id))
         if request is None:
             raise NotFound("No such data request.")
-        account = await _target(context, strawberry.ID(DataRequest.of(request).customer_id))
+        account = await _target(context, strawberry.ID(encode_id("Customer", request.account_no)))
         _authorize(context, "requestDataExport", account)
         return DataRequest.of(request)
 

@@ -34,15 +34,6 @@ class Reason(StrEnum):
     SIMILAR_CONTACT = "similar_contact"
 
 
-# The policy field each reason is evidence about: the caller must see it in clear on both accounts.
-FIELD_OF: dict[Reason, str] = {
-    Reason.SAME_TAX_ID: "taxId",
-    Reason.SAME_EMAIL: "email",
-    Reason.SAME_PHONE: "phone",
-    Reason.SAME_NAME: "name",
-    Reason.SIMILAR_CONTACT: "contactName",
-}
-
 # How strong each piece of evidence is on its own (combined as independent evidence: 1 - Π(1 - w)).
 WEIGHTS: dict[Reason, float] = {
     Reason.SAME_TAX_ID: 0.99,
@@ -173,17 +164,6 @@ class Profile:
 def hashed(key: str) -> str:
     """A blocking key as the gateway database keeps it: a digest, never the value itself."""
     return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
-
-
-# Which blocking key kind a reason comes from (and back), so a caller's visible evidence implies a
-# shared key it may know of.
-KEY_KIND: dict[Reason, str] = {
-    Reason.SAME_TAX_ID: "tax",
-    Reason.SAME_EMAIL: "email",
-    Reason.SAME_PHONE: "phone",
-    Reason.SAME_NAME: "name",
-    Reason.SIMILAR_CONTACT: "contact",
-}
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,20 +185,6 @@ class IdentityStore:
 
         return await self._guard(lambda: self.db.run_write(run))
 
-    async def owners_of_email(self, email: str) -> list[str]:
-        """Accounts that have ``email`` as a support identity besides their current one."""
-
-        async def run() -> list[str]:
-            async with self.db.read() as conn:
-                rows = await conn.execute(
-                    sa.select(identity_emails.c.account_no)
-                    .where(identity_emails.c.email == email, identity_emails.c.removed_at.is_(None))
-                    .distinct()
-                )
-                return sorted(r[0] for r in rows)
-
-        return await self._guard(run)
-
     # --- blocking keys and observed accounts ------------------------------------------------------
 
     async def sharing_keys(self, keys: Sequence[str]) -> dict[str, set[str]]:

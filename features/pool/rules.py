@@ -302,9 +302,6 @@ class ReviewState(StrEnum):
     CLEANUP = "cleanup"  # marked for data cleanup: not claimable
 
 
-REVIEW_STATES = frozenset(s.value for s in ReviewState)
-
-
 @dataclass(frozen=True, slots=True)
 class Review:
     """The review of a customer that entered the pool (``pool_reviews``)."""

@@ -126,3 +126,20 @@ async def test_the_history_is_what_happened(live: Live) -> None:
     assert all(e["source"] != "SUPPORT" for e in finance)
     assert len(finance) == len(await _history(live, account_no, ["finance"], first=50))
     assert data["customer"]["history"]["edges"]
+
+
+async def test_a_write_about_a_denied_list_is_not_in_the_readers_history(live: Live) -> None:
+    """A ticket opened through the gateway is a history entry for who may see tickets, and no entry at all
+    for finance (tickets denied): not even that it happened."""
+    cid = customer_id(live.other)
+    await _query(
+        live,
+        'mutation($id: ID!) { openTicket(input: {customerId: $id, subject: "咨询", body: "请回电"}) { ticket { id } } }',
+        {"id": cid},
+        ["support_agent"],
+        "u-agent",
+    )
+    support = await _history(live, live.other, ["support_agent"], first=50)
+    assert any(e["source"] == "GATEWAY" and e["kind"] == "openTicket" for e in support)
+    finance = await _history(live, live.other, ["finance"], first=50)
+    assert not any(e["kind"] == "openTicket" for e in finance)
