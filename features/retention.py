@@ -8,9 +8,12 @@
   the e-mail becomes a pseudonym (``pseudonym:`` + a keyed digest, the same for the same e-mail, so events
   still group), the party name is removed (``CG_RETENTION_EVENT_PAYLOAD_DAYS``).
 
-Each kind's days: 0 keeps it (until the row itself goes: events after ``events_retention_days``). Audit values
-are not purged here: the audit chain commits to them (see README, #18). Idempotent; safe on several
-instances at once (each update only touches rows still holding a value).
+- **audit values** (a write's values before and after, a search term): removed from the record, their
+  commitment kept, so the record's facts stay and the chain still verifies (``AuditLog.redact_older_than``;
+  ``CG_RETENTION_AUDIT_VALUES_DAYS``). Each removal is a ``maintenance`` record of its own.
+
+Each kind's days: 0 keeps it (until the row itself goes: events after ``events_retention_days``). Idempotent;
+safe on several instances at once (each update only touches rows still holding a value).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from features.store.audit import AuditLog
 from features.store.db import STORE_ERRORS, Database, StoreUnavailable
 from features.store.models import event_inbox, pool_history, pool_reviews
 
@@ -34,12 +38,14 @@ _PERSONAL_DETAIL = ("party_name",)  # keys of an event's detail that carry perso
 class Retention:
     pool_notes_days: float = 730.0
     event_payload_days: float = 180.0
+    audit_values_days: float = 365.0
 
     @classmethod
     def from_settings(cls, settings: Any) -> Retention:
         return cls(
             pool_notes_days=float(settings.retention_pool_notes_days),
             event_payload_days=float(settings.retention_event_payload_days),
+            audit_values_days=float(settings.retention_audit_values_days),
         )
 
 
@@ -48,14 +54,22 @@ class Purged:
     pool_notes: int
     review_notes: int
     event_payloads: int
+    audit_values: int = 0
+
+    @property
+    def any(self) -> bool:
+        return bool(self.pool_notes or self.review_notes or self.event_payloads or self.audit_values)
 
 
 def pseudonym(email: str, key: bytes) -> str:
     return PSEUDONYM + hmac.new(key, email.encode(), hashlib.sha256).hexdigest()[:24]
 
 
-async def purge(database: Database, retention: Retention, now: datetime, *, key: bytes) -> Purged:
-    """Pseudonymise every value past its kind's retention (one transaction per kind)."""
+async def purge(
+    database: Database, retention: Retention, now: datetime, *, key: bytes, audit: AuditLog | None = None
+) -> Purged:
+    """Pseudonymise every value past its kind's retention (one transaction per kind; audit values in
+    chunks, through ``audit``, default an ``AuditLog`` of ``database``)."""
     try:
         pool_notes = review_notes = payloads = 0
         if retention.pool_notes_days > 0:
@@ -101,6 +115,14 @@ async def purge(database: Database, retention: Retention, now: datetime, *, key:
                     if changes:
                         await conn.execute(e.update().where(e.c.id == row_id).values(**changes))
                         payloads += 1
+        audit_values = 0
+        if retention.audit_values_days > 0:
+            days = retention.audit_values_days
+            log = audit if audit is not None else AuditLog(database)
+            redacted = await log.redact_older_than(
+                now - timedelta(days=days), cause={"cause": "retention", "days": days}
+            )
+            audit_values = redacted.values
     except STORE_ERRORS as exc:
         raise StoreUnavailable(f"the retention purge could not write ({type(exc).__name__})") from None
-    return Purged(pool_notes, review_notes, payloads)
+    return Purged(pool_notes, review_notes, payloads, audit_values)

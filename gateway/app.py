@@ -383,14 +383,17 @@ class Gateway:
         key = retention_key(self.settings)
         while True:
             try:
-                purged = await purge(self.database, retention, datetime.now(UTC), key=key)
-                if purged.pool_notes or purged.review_notes or purged.event_payloads:
+                purged = await purge(
+                    self.database, retention, datetime.now(UTC), key=key, audit=self.audit
+                )
+                if purged.any:
                     log.info(
                         "retention purge",
                         extra={
                             "pool_notes": purged.pool_notes,
                             "review_notes": purged.review_notes,
                             "event_payloads": purged.event_payloads,
+                            "audit_values": purged.audit_values,
                         },
                     )
             except StoreUnavailable:

@@ -121,6 +121,7 @@ class Settings:
     # pseudonyms (empty: derived from CG_JWT_SECRET).
     retention_pool_notes_days: float = 730.0
     retention_event_payload_days: float = 180.0
+    retention_audit_values_days: float = 365.0  # a write's values, a search term; the record's facts stay
     retention_interval: float = 3600.0
     retention_key: str = ""
     # A data subject's exports (features/privacy.py) go here (with several instances: a shared volume).

@@ -303,8 +303,8 @@ def db_restore_main(argv: Sequence[str] | None = None) -> int:
 def db_purge_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="customer-graph db purge",
-        description="Pseudonymise what is past its retention now (pool notes, event payloads; the gateway "
-        "also runs this every retention_interval seconds). Prints counts only.",
+        description="Pseudonymise what is past its retention now (pool notes, event payloads, audit "
+        "values; the gateway also runs this every retention_interval seconds). Prints counts only.",
     )
     _database_arg(parser)
     args = parser.parse_args(argv)
@@ -331,6 +331,6 @@ def db_purge_main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(
         f"retention purge: {purged.pool_notes} pool notes, {purged.review_notes} review notes, "
-        f"{purged.event_payloads} event payloads pseudonymised"
+        f"{purged.event_payloads} event payloads pseudonymised, {purged.audit_values} audit values removed"
     )
     return 0

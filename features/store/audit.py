@@ -9,10 +9,24 @@ and their decisions (``access_request``, ``access_decision``), a grant revoked b
 **The chain.** Record *n* carries ``prev_hash`` (record *n-1*'s hash; 64 zeros for the first) and
 ``hash = sha256(prev_hash + "\\n" + n + "\\n" + canonical JSON of the record)`` — canonical: sorted keys,
 no whitespace, UTF-8, times as ``2025-03-02T08:15:00.000000Z``; ``id`` (= *n*) is the chain position,
-so a removed record is a gap as well as a broken link. The last id and hash are also kept in
-``audit_chain_head``, updated in the same transaction, so cutting records off the end shows too.
-``verify()`` recomputes all of it. (Anyone who can rewrite the whole table and the head can forge a
-consistent chain: keep a copy of ``VerifyResult.head_hash`` elsewhere to make that evident too.)
+so a removed record is a gap as well as a broken link.
+
+**Values are committed, not hashed in (format 2).** The values a record holds — each key of ``before``,
+``after`` and ``detail`` (or the whole of one that is not an object) — enter the hashed JSON as
+``sha256(salt + "\\n" + path + "\\n" + canonical JSON of the value)``, each path (``before.email``)
+with a random salt of its own kept in ``salts``. So a value can be *redacted* (``redact()``: erasure,
+retention) — the value and its salt removed, its commitment kept in ``redactions`` — and the record's
+hash, the chain and ``verify()`` stay intact: the trail keeps the fact (who, when, which customer,
+which field changed), not the value. A removed salt makes the commitment of a low-entropy value (a
+phone number) impossible to test guesses against. While a value is present ``verify()`` recomputes its
+commitment, so an edited value is caught like any other edit. Every redaction is itself a
+``maintenance`` record. (Migration 0009 moved chains written in the first format to this one after
+checking them; its ``maintenance`` record names the old head.)
+
+The last id and hash are also kept in ``audit_chain_head``, updated in the same transaction, so
+cutting records off the end shows too. ``verify()`` recomputes all of it. (Anyone who can rewrite the
+whole table and the head can forge a consistent chain: keep a copy of ``VerifyResult.head_hash``
+elsewhere to make that evident too.)
 
 **Appends are serialised**: on PostgreSQL by ``pg_advisory_xact_lock`` taken in the appending
 transaction (several gateway processes may share one database), the head read after it; on SQLite
@@ -41,8 +55,9 @@ import hashlib
 import json
 import logging
 import math
+import secrets
 import uuid
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -84,6 +99,7 @@ AuditKind = Literal[
     "access_revocation",
     "pool",
     "search",
+    "maintenance",
 ]
 AUDIT_KINDS: frozenset[str] = frozenset(
     (
@@ -96,6 +112,7 @@ AUDIT_KINDS: frozenset[str] = frozenset(
         "access_revocation",
         "pool",
         "search",
+        "maintenance",
     )
 )
 FIELD_DECISIONS: frozenset[str] = frozenset(("allow", "mask", "deny"))
@@ -164,6 +181,7 @@ class AuditRecord:
     detail: Mapping[str, Any] | None
     prev_hash: str
     hash: str
+    redacted: tuple[str, ...] = ()  # the value paths removed by erasure or retention ("before.email")
 
     @property
     def cursor(self) -> str:
@@ -186,6 +204,7 @@ class AuditRecord:
             "before": self.before,
             "after": self.after,
             "detail": dict(self.detail) if self.detail is not None else None,
+            "redacted": list(self.redacted),
             "prevHash": self.prev_hash,
             "hash": self.hash,
         }
@@ -242,6 +261,57 @@ def chain_hash(prev_hash: str, record_id: int, body: str) -> str:
     return hashlib.sha256(f"{prev_hash}\n{record_id}\n{body}".encode()).hexdigest()
 
 
+VALUE_PARTS: tuple[str, ...] = ("before", "after", "detail")
+# Keys of ``detail`` that carry what a person typed or is (a search term): redacted with before/after.
+PERSONAL_DETAIL_KEYS: frozenset[str] = frozenset(("search",))
+
+
+def value_paths(before: Any, after: Any, detail: Any) -> list[tuple[str, Any]]:
+    """Each committed value of a record with its path: every key of a part that is an object
+    (``before.email``), or the part itself (``before``) when it is another non-null value."""
+    paths: list[tuple[str, Any]] = []
+    for part, value in zip(VALUE_PARTS, (before, after, detail), strict=True):
+        if isinstance(value, Mapping):
+            paths.extend((f"{part}.{key}", item) for key, item in value.items())
+        elif value is not None:
+            paths.append((part, value))
+    return paths
+
+
+def value_commitment(path: str, salt: str, value: Any) -> str:
+    """What the hashed record holds in place of the value at ``path``."""
+    return hashlib.sha256(f"{salt}\n{path}\n{canonical_json(value)}".encode()).hexdigest()
+
+
+def _committed(
+    before: Any, after: Any, detail: Any, salts: Mapping[str, str], redactions: Mapping[str, str]
+) -> tuple[Any, Any, Any]:
+    """``before``, ``after`` and ``detail`` as the hash sees them: each value replaced by its
+    commitment (from its salt while it is present, from ``redactions`` once it is removed). Raises
+    ``ValueError`` when a present value has no salt (the record cannot be checked)."""
+    out: list[Any] = []
+    for part, value in zip(VALUE_PARTS, (before, after, detail), strict=True):
+        if isinstance(value, Mapping):
+            committed: dict[str, str] = {}
+            for key, item in value.items():
+                path = f"{part}.{key}"
+                if path not in salts:
+                    raise ValueError(f"no salt for {path}")
+                committed[key] = value_commitment(path, salts[path], item)
+            prefix = part + "."
+            for path, digest in redactions.items():
+                if path.startswith(prefix):
+                    committed[path[len(prefix) :]] = digest
+            out.append(committed)
+        elif value is not None:
+            if part not in salts:
+                raise ValueError(f"no salt for {part}")
+            out.append(value_commitment(part, salts[part], value))
+        else:
+            out.append(redactions.get(part))
+    return out[0], out[1], out[2]
+
+
 def _body(
     at: datetime,
     request_id: str,
@@ -256,24 +326,29 @@ def _body(
     before: Any,
     after: Any,
     detail: Any,
+    version: int = 2,
 ) -> str:
-    return canonical_json(
-        {
-            "at": format_time(at),
-            "requestId": request_id,
-            "user": user_sub,
-            "roles": roles,
-            "operationName": operation_name,
-            "operationType": operation_type,
-            "kind": kind,
-            "customers": customers,
-            "fields": fields,
-            "grantId": grant_id,
-            "before": before,
-            "after": after,
-            "detail": detail,
-        }
-    )
+    """The hashed JSON of a record (format 2: ``before``/``after``/``detail`` already committed).
+    ``version=1``: the first format (values hashed in, no ``format`` key), to check a chain being
+    upgraded (``upgrade_chain_format``)."""
+    body: dict[str, Any] = {
+        "at": format_time(at),
+        "requestId": request_id,
+        "user": user_sub,
+        "roles": roles,
+        "operationName": operation_name,
+        "operationType": operation_type,
+        "kind": kind,
+        "customers": customers,
+        "fields": fields,
+        "grantId": grant_id,
+        "before": before,
+        "after": after,
+        "detail": detail,
+    }
+    if version != 1:
+        body["format"] = version
+    return canonical_json(body)
 
 
 def _text(value: str, limit: int = _MAX_TEXT) -> str:
@@ -360,6 +435,9 @@ def _prepare(entry: AuditEntry, now: datetime) -> _Prepared:
             customers.append(cleaned)
     roles = sorted({_text(r) for r in entry.roles})
     detail = jsonable(entry.detail) if entry.detail is not None else None
+    before, after = jsonable(entry.before), jsonable(entry.after)
+    salts = {path: secrets.token_hex(16) for path, _ in value_paths(before, after, detail)}
+    committed = _committed(before, after, detail, salts, {})
     values: dict[str, Any] = {
         "at": at,
         "request_id": _text(entry.request_id),
@@ -371,9 +449,12 @@ def _prepare(entry: AuditEntry, now: datetime) -> _Prepared:
         "customers": customers,
         "fields": fields,
         "grant_id": _text(entry.grant_id) if entry.grant_id is not None else None,
-        "before": jsonable(entry.before),
-        "after": jsonable(entry.after),
+        "before": before,
+        "after": after,
         "detail": detail,
+        "salts": salts or None,
+        "redactions": None,
+        "personal": any(_personal(path) for path in salts),
     }
     body = _body(
         at,
@@ -386,9 +467,7 @@ def _prepare(entry: AuditEntry, now: datetime) -> _Prepared:
         customers,
         fields,
         values["grant_id"],
-        values["before"],
-        values["after"],
-        detail,
+        *committed,
     )
     return _Prepared(values=values, body=body, customers=tuple(customers))
 
@@ -486,6 +565,192 @@ def _quarantine(conn: Connection, head_id: int) -> int:
 def _first_hash(conn: Connection) -> str | None:
     found = conn.execute(sa.select(audit_log.c.hash).where(audit_log.c.id == 1)).scalar()
     return str(found) if found is not None else None
+
+
+class ChainUpgradeError(Exception):
+    """A chain in the first format that does not verify: it is left as it is (nothing is upgraded)."""
+
+
+SYSTEM_USER = "customer-graph"  # the user of records the gateway writes of its own accord
+
+
+def upgrade_chain_format(conn: Connection, chunk: int = 2000) -> int:
+    """Move a chain written in the first format (values hashed in) to format 2 (values committed),
+    inside ``conn``'s transaction (migration 0009): check every record against its first-format hash,
+    give each value a salt, recompute the hashes from record 1, move the head, and append a
+    ``maintenance`` record naming the old head (its id and hash, so the last checkpoint of the old
+    chain can be matched to it). Raises ``ChainUpgradeError`` (nothing changed) when the old chain does
+    not verify. Returns the number of records upgraded."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_LOCK_CHAIN, {"key": AUDIT_CHAIN_LOCK_KEY})
+    head = conn.execute(_READ_HEAD).one_or_none()
+    if head is None or int(head.last_id) == 0:
+        return 0
+    head_id, head_hash = int(head.last_id), str(head.last_hash)
+    columns = [c for c in audit_log.c if c.name not in ("salts", "redactions")]
+    old_prev = new_prev = GENESIS_HASH
+    expected = 1
+    while expected <= head_id:
+        rows = (
+            conn.execute(
+                sa.select(*columns)
+                .where(audit_log.c.id >= expected, audit_log.c.id <= head_id)
+                .order_by(audit_log.c.id)
+                .limit(chunk)
+            )
+            .mappings()
+            .all()
+        )
+        if not rows:
+            break
+        updates: list[dict[str, Any]] = []
+        for row in rows:
+            record_id = int(row["id"])
+            facts = (
+                row["at"],
+                row["request_id"],
+                row["user_sub"],
+                row["roles"],
+                row["operation_name"],
+                row["operation_type"],
+                row["kind"],
+                row["customers"],
+                row["fields"],
+                row["grant_id"],
+            )
+            old_body = _body(*facts, row["before"], row["after"], row["detail"], version=1)
+            if (
+                record_id != expected
+                or row["prev_hash"] != old_prev
+                or chain_hash(old_prev, record_id, old_body) != row["hash"]
+            ):
+                raise ChainUpgradeError(
+                    f"the audit chain does not verify at record {expected}: nothing was upgraded "
+                    "(run 'customer-graph audit verify' with the previous release and investigate)"
+                )
+            old_prev = str(row["hash"])
+            salts = {
+                path: secrets.token_hex(16)
+                for path, _ in value_paths(row["before"], row["after"], row["detail"])
+            }
+            committed = _committed(row["before"], row["after"], row["detail"], salts, {})
+            digest = chain_hash(new_prev, record_id, _body(*facts, *committed))
+            updates.append(
+                {
+                    "rid": record_id,
+                    "salts": salts or None,
+                    "personal": any(_personal(path) for path in salts),
+                    "prev": new_prev,
+                    "digest": digest,
+                }
+            )
+            new_prev = digest
+            expected += 1
+        conn.execute(
+            audit_log.update()
+            .where(audit_log.c.id == sa.bindparam("rid"))
+            .values(
+                salts=sa.bindparam("salts"),
+                personal=sa.bindparam("personal"),
+                prev_hash=sa.bindparam("prev"),
+                hash=sa.bindparam("digest"),
+            ),
+            updates,
+        )
+    if expected - 1 != head_id or old_prev != head_hash:
+        raise ChainUpgradeError(
+            f"the audit chain ends at record {expected - 1} but its head says {head_id}: nothing was "
+            "upgraded (run 'customer-graph audit verify' with the previous release and investigate)"
+        )
+    conn.execute(
+        audit_chain_head.update().where(audit_chain_head.c.id == CHAIN_HEAD_ID).values(last_hash=new_prev)
+    )
+    entry = AuditEntry(
+        kind="maintenance",
+        request_id="",
+        user_sub=SYSTEM_USER,
+        operation_type="system",
+        detail={
+            "operation": "upgradeAuditFormat",
+            "format": 2,
+            "records": head_id,
+            "previousHeadId": head_id,
+            "previousHeadHash": head_hash,
+        },
+    )
+    _append(conn, [_prepare(entry, datetime.now(UTC))])
+    return head_id
+
+
+def _personal(path: str) -> bool:
+    """Is the value at ``path`` one that erasure and retention remove (a write's values, a search term)?"""
+    part, _, key = path.partition(".")
+    return part in ("before", "after") or (part == "detail" and key in PERSONAL_DETAIL_KEYS)
+
+
+@dataclass(frozen=True, slots=True)
+class Redacted:
+    records: int  # records whose values were (partly) removed
+    values: int  # values removed
+
+
+_REDACT_COLUMNS = (
+    audit_log.c.id,
+    audit_log.c.kind,
+    audit_log.c.before,
+    audit_log.c.after,
+    audit_log.c.detail,
+    audit_log.c.salts,
+    audit_log.c.redactions,
+)
+
+
+def _redact_row(row: Mapping[Any, Any], wanted: Callable[[str, Any], bool]) -> dict[str, Any] | None:
+    """The new value columns of ``row`` with every value ``wanted(path, value)`` removed and committed
+    in ``redactions``; None when nothing is to be removed."""
+    salts: dict[str, str] = dict(row["salts"] or {})
+    redactions: dict[str, str] = dict(row["redactions"] or {})
+    parts = {part: row[part] for part in VALUE_PARTS}
+    removed = 0
+    for path, value in value_paths(parts["before"], parts["after"], parts["detail"]):
+        if path not in salts or not wanted(path, value):
+            continue
+        redactions[path] = value_commitment(path, salts.pop(path), value)
+        part, _, key = path.partition(".")
+        if key:
+            parts[part] = {k: v for k, v in parts[part].items() if k != key}
+        else:
+            parts[part] = None
+        removed += 1
+    if not removed:
+        return None
+    return {
+        "rid": row["id"],
+        **parts,
+        "salts": salts or None,
+        "redactions": redactions,
+        "personal": any(_personal(path) for path in salts),
+        "removed": removed,
+    }
+
+
+def _normal(text: str) -> str:
+    return "".join(text.casefold().split())
+
+
+def matches_any(term: str, values: Collection[str]) -> bool:
+    """Does a search term give away one of ``values``: one holds the other (case and spaces aside),
+    or their digits do (a phone number typed another way)? Terms under 2 characters match nothing."""
+    t = _normal(term)
+    digits = "".join(c for c in t if c.isdigit())
+    for value in values:
+        v = _normal(value)
+        if len(t) >= 2 and len(v) >= 2 and (t in v or v in t):
+            return True
+        v_digits = "".join(c for c in v if c.isdigit())
+        if len(digits) >= 4 and len(v_digits) >= 4 and (digits in v_digits or v_digits in digits):
+            return True
+    return False
 
 
 # --- the log -----------------------------------------------------------------------------------------
@@ -649,6 +914,92 @@ class AuditLog:
             log.warning("audit store transaction failed: %s", reason)
             raise AuditUnavailable(f"the audit store is unavailable ({reason})") from None
 
+    # --- redaction: erasure and retention ---------------------------------------------------------
+
+    async def redact_customer(
+        self, account_no: str, terms: Collection[str], *, cause: Mapping[str, Any], chunk: int = 500
+    ) -> Redacted:
+        """Remove the values of every record about ``account_no`` (a write's before and after, a
+        request's reason) and every search term that gives away one of ``terms`` (the erased values).
+        The facts stay; the chain still verifies. Idempotent; each chunk is one transaction with a
+        ``maintenance`` record saying what was removed (``cause``: the erasure request)."""
+        about = sa.select(audit_customers.c.audit_id).where(audit_customers.c.account_no == account_no)
+        first = await self._redact(audit_log.c.id.in_(about), lambda p, v: _personal(p), cause, chunk)
+        searched = await self._redact(
+            audit_log.c.kind == "search",
+            lambda p, v: _personal(p) and isinstance(v, str) and matches_any(v, terms),
+            cause,
+            chunk,
+        )
+        return Redacted(first.records + searched.records, first.values + searched.values)
+
+    async def redact_older_than(
+        self, cutoff: datetime, *, cause: Mapping[str, Any], chunk: int = 500
+    ) -> Redacted:
+        """Remove the values (see ``redact_customer``) of every record from before ``cutoff``."""
+        _aware(cutoff)
+        return await self._redact(audit_log.c.at < cutoff, lambda p, v: _personal(p), cause, chunk)
+
+    async def _redact(
+        self,
+        where: sa.ColumnElement[bool],
+        wanted: Callable[[str, Any], bool],
+        cause: Mapping[str, Any],
+        chunk: int,
+    ) -> Redacted:
+        last, records, values = 0, 0, 0
+        while True:
+            async with self.transaction() as tx:
+                rows = (
+                    (
+                        await tx.connection.execute(
+                            sa.select(*_REDACT_COLUMNS)
+                            .where(where, audit_log.c.id > last, audit_log.c.personal.is_(True))
+                            .order_by(audit_log.c.id)
+                            .limit(chunk)
+                        )
+                    )
+                    .mappings()
+                    .all()
+                )
+                changes = [c for c in (_redact_row(row, wanted) for row in rows) if c is not None]
+                if changes:
+                    await tx.connection.execute(
+                        audit_log.update()
+                        .where(audit_log.c.id == sa.bindparam("rid"))
+                        .values(
+                            before=sa.bindparam("before"),
+                            after=sa.bindparam("after"),
+                            detail=sa.bindparam("detail"),
+                            salts=sa.bindparam("salts"),
+                            redactions=sa.bindparam("redactions"),
+                            personal=sa.bindparam("personal"),
+                        ),
+                        [{k: v for k, v in c.items() if k != "removed"} for c in changes],
+                    )
+                    removed = sum(int(c["removed"]) for c in changes)
+                    tx.add(
+                        AuditEntry(
+                            kind="maintenance",
+                            request_id=str(cause.get("requestId", "")),
+                            user_sub=str(cause.get("by", SYSTEM_USER)),
+                            operation_type="system",
+                            detail={
+                                "operation": "redactValues",
+                                **{k: v for k, v in cause.items() if k not in ("by", "requestId")},
+                                "records": len(changes),
+                                "values": removed,
+                                "firstId": int(changes[0]["rid"]),
+                                "lastId": int(changes[-1]["rid"]),
+                            },
+                        )
+                    )
+                    records += len(changes)
+                    values += removed
+            if len(rows) < chunk:
+                return Redacted(records, values)
+            last = int(rows[-1]["id"])
+
     async def aclose(self) -> None:
         """Wait for queued records to be committed (or to fail)."""
         flusher = self._flusher
@@ -776,7 +1127,7 @@ class AuditLog:
             raise AuditUnavailable(f"the audit store is unavailable ({_describe(exc)})") from None
 
     async def _verify(self, chunk: int, checkpoints: Checkpoints | None) -> VerifyResult:
-        json_columns = ("roles", "customers", "fields", "before", "after", "detail")
+        json_columns = ("roles", "customers", "fields", "before", "after", "detail", "salts", "redactions")
         columns = [
             sa.cast(c, sa.Text).label(c.name) if c.name in json_columns else c for c in audit_log.columns
         ]
@@ -853,6 +1204,13 @@ class AuditLog:
                         return bad(checked, record_id, "its prev_hash is not the previous record's hash")
                     try:
                         parsed = {c: json.loads(row[c]) if row[c] is not None else None for c in json_columns}
+                        committed = _committed(
+                            parsed["before"],
+                            parsed["after"],
+                            parsed["detail"],
+                            parsed["salts"] or {},
+                            parsed["redactions"] or {},
+                        )
                         body = _body(
                             row["at"],
                             row["request_id"],
@@ -864,9 +1222,7 @@ class AuditLog:
                             parsed["customers"],
                             parsed["fields"],
                             row["grant_id"],
-                            parsed["before"],
-                            parsed["after"],
-                            parsed["detail"],
+                            *committed,
                         )
                     except (ValueError, TypeError, AttributeError):
                         return bad(checked, record_id, "its contents cannot be read")
@@ -923,6 +1279,7 @@ EXPORT_COLUMNS: tuple[str, ...] = (
     "before",
     "after",
     "detail",
+    "redacted",
     "prevHash",
     "hash",
 )
@@ -959,4 +1316,5 @@ def _record(row: Mapping[Any, Any]) -> AuditRecord:
         detail=row["detail"],
         prev_hash=row["prev_hash"],
         hash=row["hash"],
+        redacted=tuple(sorted(row["redactions"] or ())),
     )

@@ -65,6 +65,12 @@ audit_log = sa.Table(
     sa.Column("before", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("after", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("detail", sa.JSON(none_as_null=True), nullable=True),
+    # path → salt of each value present (``before.email``); path → commitment of each value redacted
+    sa.Column("salts", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("redactions", sa.JSON(none_as_null=True), nullable=True),
+    # does it still hold personal values (a write's before/after, a search term)? erasure and retention
+    # look only at those
+    sa.Column("personal", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
     sa.Index("ix_audit_log_user_id", "user_sub", "id"),
@@ -72,6 +78,7 @@ audit_log = sa.Table(
     sa.Index("ix_audit_log_operation_id", "operation_name", "id"),
     sa.Index("ix_audit_log_at", "at"),
     sa.Index("ix_audit_log_grant", "grant_id"),
+    sa.Index("ix_audit_log_personal", "personal", "id"),
 )
 
 audit_customers = sa.Table(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -61,10 +62,49 @@ async def test_hash_is_sha256_of_previous_hash_and_canonical_record(database: Da
             "before": None,
             "after": None,
             "detail": None,
+            "format": 2,
         }
     )
     expected = hashlib.sha256(f"{GENESIS_HASH}\n1\n{body}".encode()).hexdigest()
     assert record.hash == chain_hash(GENESIS_HASH, 1, body) == expected
+
+
+async def test_values_enter_the_hash_as_salted_commitments(database: Database) -> None:
+    """A write's values are hashed as sha256(salt, path, value), each with a salt of its own."""
+    log = AuditLog(database)
+    at = datetime(2025, 3, 2, 8, 15, tzinfo=UTC)
+    await log.record(
+        [entry(1, at=at, kind="write", before={"phone": "+8613812345678"}, detail={"operation": "x"})]
+    )
+    found = await scalar(database, "SELECT salts FROM audit_log")
+    salts = json.loads(found) if isinstance(found, str) else found
+    assert isinstance(salts, dict)
+    assert set(salts) == {"before.phone", "detail.operation"}
+    assert salts["before.phone"] != salts["detail.operation"]
+
+    def commit(path: str, value: object) -> str:
+        return hashlib.sha256(f"{salts[path]}\n{path}\n{canonical_json(value)}".encode()).hexdigest()
+
+    (record,) = (await log.query(AuditFilter(), first=1)).records
+    body = canonical_json(
+        {
+            "at": "2025-03-02T08:15:00.000000Z",
+            "requestId": "req-1",
+            "user": "u-1021",
+            "roles": ["sales_rep"],
+            "operationName": "CustomerPage",
+            "operationType": "query",
+            "kind": "write",
+            "customers": ["A-1"],
+            "fields": {"A-1": {"email": "mask", "payments": "deny"}},
+            "grantId": None,
+            "before": {"phone": commit("before.phone", "+8613812345678")},
+            "after": None,
+            "detail": {"operation": commit("detail.operation", "x")},
+            "format": 2,
+        }
+    )
+    assert record.hash == chain_hash(GENESIS_HASH, 1, body)
 
 
 async def test_write_values_round_trip_and_verify(database: Database) -> None:

@@ -1,4 +1,4 @@
-"""Retention: a purge leaves no pool note or event payload older than its retention in the gateway
+"""Retention: a purge leaves no pool note, event payload or audit value older than its retention in the gateway
 database, keeps the younger ones and the facts (who, when, which ticket), gives one e-mail one pseudonym,
 and leaves the audit chain verifying — on SQLite and PostgreSQL."""
 
@@ -12,7 +12,7 @@ from features.pool.rules import PoolEventKind, PoolRecord
 from features.pool.store import PoolStore
 from features.retention import PSEUDONYM, Retention, purge
 from features.store import AuditLog
-from features.store.models import event_inbox, pool_history
+from features.store.models import audit_log, event_inbox, pool_history
 
 from .conftest import T0, Backend, entry
 
@@ -23,7 +23,12 @@ async def test_purge_keeps_nothing_past_its_time(backend: Backend) -> None:
     db = backend.open()
     try:
         audit = AuditLog(db)
-        await audit.record([entry(1, kind="write", before={"email": "a@x.cn"}, after={"email": "b@x.cn"})])
+        await audit.record(
+            [
+                entry(1, kind="write", before={"email": "a@x.cn"}, after={"email": "b@x.cn"}),
+                entry(2, kind="write", before={"phone": "+8613900001111"}, at=T0 - timedelta(days=400)),
+            ]
+        )
         await audit.aclose()
         old, young = T0 - timedelta(days=800), T0 - timedelta(days=10)
         await PoolStore(db).add(
@@ -55,7 +60,7 @@ async def test_purge_keeps_nothing_past_its_time(backend: Backend) -> None:
                     )
                 )  # fmt: skip
         purged = await purge(db, Retention(pool_notes_days=730, event_payload_days=180), T0, key=KEY)
-        assert (purged.pool_notes, purged.event_payloads) == (1, 3)
+        assert (purged.pool_notes, purged.event_payloads, purged.audit_values) == (1, 3, 1)
         async with db.read() as conn:
             notes = dict(
                 (await conn.execute(sa.select(pool_history.c.account_no, pool_history.c.note))).all()
@@ -69,8 +74,12 @@ async def test_purge_keeps_nothing_past_its_time(backend: Backend) -> None:
         assert e0["detail"] == {"ticket_id": "1"}  # the fact stays
         assert e2["email"] == "li@x.cn"  # younger than its retention
         assert e3["detail"] == {"contract_id": "HT-1"}
+        async with db.read() as conn:
+            trail = str((await conn.execute(sa.select(audit_log))).all())
+        assert "+8613900001111" not in trail  # past the audit values' 365 days
+        assert "a@x.cn" in trail  # younger
         again = await purge(db, Retention(pool_notes_days=730, event_payload_days=180), T0, key=KEY)
-        assert (again.pool_notes, again.event_payloads) == (0, 0)  # idempotent
+        assert (again.pool_notes, again.event_payloads, again.audit_values) == (0, 0, 0)  # idempotent
         assert (await AuditLog(db).verify()).ok
     finally:
         await db.aclose()
