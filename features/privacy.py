@@ -121,6 +121,19 @@ class DataRequests:
             raise StoreUnavailable(f"the data requests are unavailable ({type(exc).__name__})") from None
         return _request(row) if row is not None else None
 
+    async def of_account(self, account_no: str) -> list[DataRequest]:
+        """Every request about one customer (an erasure deletes their files)."""
+        try:
+            async with self.db.read() as conn:
+                rows = (
+                    await conn.execute(
+                        sa.select(data_requests).where(data_requests.c.account_no == account_no)
+                    )
+                ).mappings()
+                return [_request(r) for r in rows]
+        except STORE_ERRORS as exc:
+            raise StoreUnavailable(f"the data requests are unavailable ({type(exc).__name__})") from None
+
     async def update(self, request_id: str, **values: Any) -> None:
         try:
             async with self.db.write_transaction() as conn:

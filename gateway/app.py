@@ -8,7 +8,7 @@ import gc
 import logging
 import signal
 import uuid
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from strawberry.extensions import AddValidationRules, DisableIntrospection
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
+from features.erasure import Eraser, Erasures
 from features.history import CustomerHistory
 from features.identity.service import Identity
 from features.identity.store import IdentityStore
@@ -223,6 +224,15 @@ class Gateway:
             self.authenticator,
             self.current_policy,
             self._account_or_none,
+            eraser=lambda: Eraser(
+                Erasures(self.database),
+                sales=lambda: self.upstreams.sales,
+                identity=self.identity.store,
+                audit=self.audit,
+                evict=self._forget_customer,
+                export_files=self._export_files,
+                key=retention_key(self.settings),
+            ),
         )
         self.journal = WriteJournal(self.database)  # writes: intent before, outcome with the audit record
         self._journal_watch: asyncio.Task[None] | None = None
@@ -239,7 +249,7 @@ class Gateway:
         # Who is who (features/identity): support identities read synchronously on the hot path, kept
         # in step with the database every identity_refresh seconds (other instances' changes).
         self.identity = Identity(
-            IdentityStore(self.database),
+            IdentityStore(self.database, retention_key(settings)),
             lambda account_nos: self.upstreams.sales.accounts(account_nos),
             refresh_seconds=settings.identity_refresh,
         )
@@ -383,9 +393,7 @@ class Gateway:
         key = retention_key(self.settings)
         while True:
             try:
-                purged = await purge(
-                    self.database, retention, datetime.now(UTC), key=key, audit=self.audit
-                )
+                purged = await purge(self.database, retention, datetime.now(UTC), key=key, audit=self.audit)
                 if purged.any:
                     log.info(
                         "retention purge",
@@ -448,6 +456,20 @@ class Gateway:
     def _evict_customer(self, account_no: str) -> None:
         if self.cache is not None:
             self.cache.evict_customer(account_no)
+
+    async def _forget_customer(self, account_no: str, emails: Sequence[str], tax_id: str | None) -> None:
+        """An erasure's last gateway step: nothing of the customer cached here or (through Redis) on any
+        other instance, and this instance's identity directory without its e-mails at once."""
+        if self.cache is not None:
+            self.cache.evict_customer(account_no, tax_id=tax_id)
+            for email in emails:
+                self.cache.evict("tickets", email)
+                self.cache.evict("satisfaction", email)
+        await self.identity.refresh()
+
+    async def _export_files(self, account_no: str) -> list[Path]:
+        requests = self.privacy.requests
+        return [path for r in await requests.of_account(account_no) for path in requests.files(r.id).values()]
 
     async def _account_or_none(self, account_no: str) -> Any:
         return (await self.upstreams.sales.accounts([account_no])).get(account_no)

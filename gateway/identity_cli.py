@@ -36,7 +36,7 @@ from features.identity.service import Identity, ScanResult
 from features.identity.store import IdentityStore
 from features.store.db import Database
 
-from .settings import Settings, SettingsError, load_settings
+from .settings import Settings, SettingsError, load_settings, retention_key
 
 PAGES_IN_FLIGHT = 4
 
@@ -67,7 +67,9 @@ async def run_scan(settings: Settings, per_page: int, progress: bool) -> ScanRes
     )
     try:
         await database.migrate()
-        identity = Identity(IdentityStore(database), upstreams.sales.accounts, refresh_seconds=0)
+        identity = Identity(
+            IdentityStore(database, retention_key(settings)), upstreams.sales.accounts, refresh_seconds=0
+        )
         return await identity.scan(
             sales_pages(upstreams.sales, per_page, bar), progress=lambda n: bar.update(n)
         )
@@ -132,8 +134,9 @@ def read_requesters(lines: Iterable[str]) -> tuple[list[str], int]:
     return found, skipped
 
 
-async def import_requesters(database: Database, emails: Sequence[str]) -> None:
-    store = IdentityStore(database)
+async def import_requesters(database: Database, emails: Sequence[str], key: bytes = b"") -> None:
+    """``key``: the key of erased e-mails' digests (those are not imported again)."""
+    store = IdentityStore(database, key)
     now = datetime.now(UTC)
     for start in range(0, len(emails), 1000):
         await store.heard_requesters(emails[start : start + 1000], now)
@@ -169,7 +172,7 @@ def requesters_main(argv: Sequence[str] | None = None, *, config: str | None = N
         database = Database(args.database_url or settings.database_url or None)
         try:
             await database.migrate()
-            await import_requesters(database, sorted(set(emails)))
+            await import_requesters(database, sorted(set(emails)), retention_key(settings))
         finally:
             await database.aclose()
 

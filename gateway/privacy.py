@@ -1,6 +1,8 @@
-"""A data subject's exports, as the gateway runs them: one background task per request (its progress in
-the database, so every instance can answer ``dataRequest``), and ``GET /privacy/exports/<id>.json|html``
-for the files, to a caller the policy lets export that customer (``writes.requestDataExport``).
+"""A data subject's exports and erasures, as the gateway runs them: one background task per export (its
+progress in the database, so every instance can answer ``dataRequest``), and ``GET
+/privacy/exports/<id>.json|html`` for the files, to a caller the policy lets export that customer
+(``writes.requestDataExport``); one background task per approved (or resumed) erasure
+(features/erasure.py), its steps in the database.
 
 The files are on the disk of the instance that ran the export (``CG_PRIVACY_FOLDER``, default
 ``var/privacy``): with several instances, point it at a shared volume."""
@@ -18,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from features.erasure import Eraser, Erasure, Erasures, ErasureStatus
 from features.privacy import DataRequest, DataRequests, Exporter, RequestStatus, Sources, run_export
 from policies import Policy
 from policies.guard import Guard
@@ -37,8 +40,11 @@ class Privacy:
         authenticator: Authenticator,
         policy: Callable[[], Policy],
         fetch_account: Callable[[str], Any],
+        eraser: Callable[[], Eraser] | None = None,
     ) -> None:
         self.requests = requests
+        self._make_eraser = eraser
+        self._eraser: Eraser | None = None
         self._sources = sources
         self._authenticator = authenticator
         self._policy = policy
@@ -50,13 +56,61 @@ class Privacy:
 
     async def start_export(self, account_no: str, requested_by: str) -> DataRequest:
         request = await self.requests.create("export", account_no, requested_by, datetime.now(UTC))
-        task = asyncio.create_task(self._export(request), name=f"data-export-{request.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._background(self._export(request), f"data-export-{request.id}")
         return request
 
     async def _export(self, request: DataRequest) -> None:
         await run_export(self.requests, Exporter(self._sources()), request)
+
+    def _background(self, work: Any, name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- erasures -----------------------------------------------------------------------------
+
+    @property
+    def eraser(self) -> Eraser:
+        if self._eraser is None:
+            if self._make_eraser is None:
+                raise LookupError("erasure is not available on this gateway")
+            self._eraser = self._make_eraser()
+        return self._eraser
+
+    @property
+    def erasures(self) -> Erasures:
+        return self.eraser.erasures
+
+    async def request_erasure(self, account_no: str, reason: str, requested_by: str) -> Erasure:
+        return await self.erasures.create(account_no, reason, requested_by, datetime.now(UTC))
+
+    async def get_erasure(self, erasure_id: str) -> Erasure | None:
+        return await self.erasures.get(erasure_id) if len(erasure_id) <= 36 else None
+
+    async def list_erasures(self, statuses: list[ErasureStatus] | None, first: int) -> list[Erasure]:
+        return await self.erasures.list(statuses, first)
+
+    async def decide_erasure(self, erasure_id: str, approve: bool, by: str, note: str | None) -> Erasure:
+        erasure = await self.erasures.decide(
+            erasure_id, approve=approve, by=by, note=note, at=datetime.now(UTC)
+        )
+        if erasure.status is ErasureStatus.RUNNING:
+            self._background(self._erase(erasure), f"erasure-{erasure.id}")
+        return erasure
+
+    async def resume_erasure(self, erasure_id: str) -> Erasure:
+        erasure = await self.erasures.claim(erasure_id, datetime.now(UTC))
+        self._background(self._erase(erasure), f"erasure-{erasure.id}")
+        return erasure
+
+    async def _erase(self, erasure: Erasure) -> None:
+        ended = await self.eraser.run(erasure)
+        log.info("erasure %s ended: %s", ended.id, ended.status.value)
+
+    async def wait_idle(self) -> None:
+        """Wait for the running exports and erasures (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

@@ -147,6 +147,8 @@ OPERATIONS: Mapping[str, OperationSpec] = MappingProxyType(
             OperationSpec("readAuditLog", False, False, "read the audit log"),
             OperationSpec("reviewPoolEntry", True, False, "review a customer that entered the pool"),
             OperationSpec("requestDataExport", True, False, "export everything held about a customer"),
+            OperationSpec("requestErasure", True, False, "ask for a customer's erasure"),
+            OperationSpec("approveErasure", True, False, "approve or reject (and resume) an erasure"),
             OperationSpec("linkIdentity", True, False, "link or unlink a support e-mail to a customer"),
             OperationSpec("markNotDuplicate", True, False, "mark two customers as not the same"),
             OperationSpec(

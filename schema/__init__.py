@@ -23,7 +23,7 @@ from .identity import IdentityMutation, IdentityQuery
 from .live import AuditStream, StreamErrors, Subscription
 from .mutations import Mutation
 from .pool import PoolMutation, PoolQuery
-from .privacy import PrivacyMutation, PrivacyQuery
+from .privacy import ErasureMutation, ErasureQuery, PrivacyMutation, PrivacyQuery
 from .query import Query
 from .scalars import SCALAR_MAP
 
@@ -69,9 +69,12 @@ def build_schema(
     ``precheck`` bounding a new document's work before it is validated."""
     cache = document_cache if document_cache is not None else DocumentCache(1 << 20)
     schema = GraphSchema(
-        query=merge_types("Query", (Query, PoolQuery, AccessQuery, IdentityQuery, PrivacyQuery)),
+        query=merge_types(
+            "Query", (Query, PoolQuery, AccessQuery, IdentityQuery, PrivacyQuery, ErasureQuery)
+        ),
         mutation=merge_types(
-            "Mutation", (Mutation, PoolMutation, AccessMutation, IdentityMutation, PrivacyMutation)
+            "Mutation",
+            (Mutation, PoolMutation, AccessMutation, IdentityMutation, PrivacyMutation, ErasureMutation),
         ),
         subscription=Subscription,
         types=[Customer],

@@ -80,7 +80,10 @@ class HistoryConnection:
     page_info: HistoryPageInfo
 
 
-_ACCESS_OPERATIONS = frozenset({"requestDataExport"})  # writes that are about access, not the customer
+# writes about access and a data subject's rights, not the customer's data: shown only to who sees access
+_ACCESS_OPERATIONS = frozenset(
+    {"requestDataExport", "requestErasure", "decideErasure", "resumeErasure", "eraseCustomer"}
+)
 _LIST_OF_EVENT = {"order": "orders", "payment": "payments", "activity": "activities"}
 
 

@@ -6,6 +6,8 @@ them; blocking keys are digests (``match.hashed``).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from features.store.models import (
     identity_accounts,
     identity_distinct,
     identity_emails,
+    identity_forgotten,
     identity_keys,
     identity_pairs,
     identity_requesters,
@@ -106,9 +109,35 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterable[Sequence[T]]:
         yield items[start : start + size]
 
 
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    support_emails: int  # previous and linked e-mails removed
+    requesters: int  # requester records removed
+    pairs: int  # duplicate pairs and "not duplicate" marks removed
+
+
+def forgotten_digest(email: str, key: bytes) -> str:
+    """What the gateway keeps of an erased e-mail: a keyed digest (no guess can be tested without the key)."""
+    return hmac.new(key, b"forgotten\n" + email.strip().casefold().encode(), hashlib.sha256).hexdigest()
+
+
+def _forgotten(conn: Connection, emails: Iterable[str], key: bytes) -> set[str]:
+    """Which of ``emails`` were erased."""
+    by_digest = {forgotten_digest(e, key): e for e in emails}
+    if not by_digest:
+        return set()
+    rows = conn.execute(
+        sa.select(identity_forgotten.c.digest).where(identity_forgotten.c.digest.in_(sorted(by_digest)))
+    )
+    return {by_digest[d] for (d,) in rows}
+
+
 class IdentityStore:
-    def __init__(self, database: Database) -> None:
+    """``key``: the key of the digests of erased e-mails (``forget``)."""
+
+    def __init__(self, database: Database, key: bytes = b"") -> None:
         self.db = database
+        self.key = key
 
     async def _guard(self, call: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -185,6 +214,45 @@ class IdentityStore:
 
         return await self._guard(lambda: self.db.run_write(run))
 
+    async def forget(self, account_no: str, emails: Sequence[str], at: datetime) -> Forgotten:
+        """An erasure: the account's e-mail, keys, support identities and pairs, and the requester records
+        of ``emails``, removed; ``emails`` kept as keyed digests, so that no change event or import links
+        or lists them again (a steward still may, on purpose)."""
+
+        def run(conn: Connection) -> Forgotten:
+            digests = {forgotten_digest(e, self.key) for e in emails}
+            known = {
+                d
+                for (d,) in conn.execute(
+                    sa.select(identity_forgotten.c.digest).where(
+                        identity_forgotten.c.digest.in_(sorted(digests))
+                    )
+                )
+            }
+            if digests - known:
+                conn.execute(
+                    identity_forgotten.insert(), [{"digest": d, "at": at} for d in sorted(digests - known)]
+                )
+            conn.execute(
+                identity_accounts.update()
+                .where(identity_accounts.c.account_no == account_no)
+                .values(email=None)
+            )
+            conn.execute(identity_keys.delete().where(identity_keys.c.account_no == account_no))
+            e, r = identity_emails, identity_requesters
+            removed = conn.execute(
+                e.delete().where(sa.or_(e.c.account_no == account_no, e.c.email.in_(list(emails))))
+            )
+            requesters = conn.execute(r.delete().where(r.c.email.in_(list(emails))))
+            pairs = 0
+            for table in (identity_pairs, identity_distinct):
+                pairs += conn.execute(
+                    table.delete().where(sa.or_(table.c.a == account_no, table.c.b == account_no))
+                ).rowcount
+            return Forgotten(max(removed.rowcount, 0), max(requesters.rowcount, 0), max(pairs, 0))
+
+        return await self._guard(lambda: self.db.run_write(run))
+
     # --- blocking keys and observed accounts ------------------------------------------------------
 
     async def sharing_keys(self, keys: Sequence[str]) -> dict[str, set[str]]:
@@ -211,7 +279,9 @@ class IdentityStore:
         is kept as a ``previous`` support identity (source ``event``)."""
 
         def run(conn: Connection) -> Seen:
-            return _observe(conn, profiles, accounts, at, source="event", actor="system:identity")
+            return _observe(
+                conn, profiles, accounts, at, source="event", actor="system:identity", forget_key=self.key
+            )
 
         return await self._guard(lambda: self.db.run_write(run))
 
@@ -226,7 +296,9 @@ class IdentityStore:
         """A full scan's result: every account's keys, e-mail and missing fields, and every pair."""
 
         def run(conn: Connection) -> Seen:
-            seen = _observe(conn, profiles, accounts, at, source="scan", actor="system:identity-scan")
+            seen = _observe(
+                conn, profiles, accounts, at, source="scan", actor="system:identity-scan", forget_key=self.key
+            )
             conn.execute(identity_pairs.delete())
             for chunk in _chunks(_pair_rows(pairs, regions, at)):
                 conn.execute(identity_pairs.insert(), list(chunk))
@@ -367,10 +439,14 @@ class IdentityStore:
 
         def run(conn: Connection) -> None:
             r = identity_requesters
-            known = {row[0] for row in conn.execute(sa.select(r.c.email).where(r.c.email.in_(unique)))}
+            erased = _forgotten(conn, unique, self.key)
+            heard = [e for e in unique if e not in erased]
+            if not heard:
+                return
+            known = {row[0] for row in conn.execute(sa.select(r.c.email).where(r.c.email.in_(heard)))}
             if known:
                 conn.execute(r.update().where(r.c.email.in_(sorted(known))).values(last_seen=at))
-            new = [{"email": e, "first_seen": at, "last_seen": at} for e in unique if e not in known]
+            new = [{"email": e, "first_seen": at, "last_seen": at} for e in heard if e not in known]
             if new:
                 conn.execute(r.insert(), new)
 
@@ -456,8 +532,10 @@ def _observe(
     *,
     source: str,
     actor: str,
+    forget_key: bytes,
 ) -> Seen:
-    """Replace the keys and account rows of these accounts; keep changed e-mails as previous ones."""
+    """Replace the keys and account rows of these accounts; keep changed e-mails as previous ones (but
+    never an erased one)."""
     numbers = [p.account_no for p in profiles]
     old: dict[str, str | None] = {}
     for chunk in _chunks(numbers):
@@ -493,6 +571,8 @@ def _observe(
         conn.execute(identity_keys.insert(), list(key_chunk))
     for account_chunk in _chunks(account_rows):
         conn.execute(identity_accounts.insert(), list(account_chunk))
+    erased = _forgotten(conn, (email for _, email in previous), forget_key)
+    previous = [(account_no, email) for account_no, email in previous if email not in erased]
     for account_no, email in previous:
         _add_email(conn, account_no, email, "previous", source, actor, at, None)
     return Seen(previous)

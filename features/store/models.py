@@ -347,3 +347,39 @@ data_requests = sa.Table(
     sa.Column("error", sa.Text(), nullable=True),
     sa.Index("ix_data_requests_account", "account_no", "created_at"),
 )
+
+# --- erasure (features/erasure.py; migration 0010_erasures) -----------------------------------------
+# ``erasures``           a data subject's erasure: asked by one privacy officer, approved by another, then
+#                        carried out system by system (``steps``: system → status, note, at). ``pending``
+#                        holds the values being erased only while it runs (what the gateway looks for in its
+#                        own data), and is dropped when it is done.
+# ``identity_forgotten`` keyed digests of erased e-mails: never linked or listed again by the gateway on its
+#                        own (a change event, a requester import), so an erased identity does not come back.
+erasures = sa.Table(
+    "erasures",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("account_no", sa.Text(), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column(
+        "status", sa.String(24), nullable=False
+    ),  # pending_approval | rejected | running | done | failed
+    sa.Column("requested_by", sa.Text(), nullable=False),
+    sa.Column("requested_at", UTCDateTime(), nullable=False),
+    sa.Column("decided_by", sa.Text(), nullable=True),
+    sa.Column("decided_at", UTCDateTime(), nullable=True),
+    sa.Column("decision_note", sa.Text(), nullable=True),
+    sa.Column("steps", sa.JSON(), nullable=False),
+    sa.Column("pending", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("heartbeat_at", UTCDateTime(), nullable=True),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_erasures_account", "account_no", "requested_at"),
+    sa.Index("ix_erasures_status", "status", "requested_at"),
+)
+
+identity_forgotten = sa.Table(
+    "identity_forgotten",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+)

@@ -233,7 +233,7 @@ def test_write_problems(default_text: str) -> None:
     text = edit(default_text, "    who: {sales_rep: own}\n", "    who: {sales_rep: owned}\n")
     text = edit(text, "  readAuditLog:\n    who: {auditor: any,", "  readAuditLog:\n    who: {auditor: own,")
     text = edit(text, "  openTicket:", "  openTickets:")
-    text = edit(text, "not_by_requester: true", "not_by_requester: yes")
+    text = edit(text, "not_by_requester: true  # never", "not_by_requester: yes  # never")
     found = problems(text)
     assert any(
         p.startswith(at(text, "owned") + 'unknown scope "owned" for role sales_rep in writes.') for p in found

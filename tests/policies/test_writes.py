@@ -44,6 +44,8 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
     "linkIdentity": {"data_steward": {"own", "pool", "others", "region", "elsewhere"}},
     "markNotDuplicate": {"data_steward": {"own", "pool", "others", "region", "elsewhere"}},
     "requestDataExport": {"privacy_officer": {"own", "pool", "others", "region", "elsewhere"}},
+    "requestErasure": {"privacy_officer": {"own", "pool", "others", "region", "elsewhere"}},
+    "approveErasure": {"privacy_officer": {"own", "pool", "others", "region", "elsewhere"}},
 }  # fmt: skip
 CUSTOMERS = {"own": OWN, "pool": POOL, "others": OTHERS, "region": IN_REGION, "elsewhere": OUT_OF_REGION}
 

@@ -29,9 +29,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.add_column("audit_log", sa.Column("salts", sa.JSON(), nullable=True))
     op.add_column("audit_log", sa.Column("redactions", sa.JSON(), nullable=True))
-    op.add_column(
-        "audit_log", sa.Column("personal", sa.Boolean(), nullable=False, server_default=sa.false())
-    )
+    op.add_column("audit_log", sa.Column("personal", sa.Boolean(), nullable=False, server_default=sa.false()))
     op.create_index("ix_audit_log_personal", "audit_log", ["personal", "id"])
     upgrade_chain_format(op.get_bind())
 
