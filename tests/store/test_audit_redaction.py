@@ -12,7 +12,7 @@ from features.store import AuditFilter, AuditLog, Database
 from features.store.audit import ChainUpgradeError, _body, chain_hash, matches_any, upgrade_chain_format
 from features.store.models import GENESIS_HASH, audit_chain_head, audit_customers, audit_log
 
-from .conftest import entry, raw, scalar
+from .conftest import Backend, entry, raw, scalar
 
 PHONE = "+8613812345678"
 EMAIL = "wang.fang@chengchuan.cn"
@@ -211,3 +211,22 @@ async def test_a_broken_first_format_chain_is_not_upgraded(database: Database) -
         async with database.engine.begin() as conn:
             await conn.run_sync(upgrade_chain_format)
     assert await scalar(database, "SELECT count(*) FROM audit_log WHERE salts IS NOT NULL") == 0
+
+
+async def test_migration_0009_moves_a_first_format_database(empty_backend: Backend) -> None:
+    """A database written by the previous release (revision 0008) is migrated: its chain verifies in
+    format 2 and its values can be removed."""
+    db = empty_backend.open()
+    try:
+        await db.migrate("0008_access_review")
+        old_head = await _first_format_chain(db, 4)
+        await db.migrate()
+        log = AuditLog(db)
+        result = await log.verify()
+        assert result.ok and result.records_checked == 5
+        (upgrade,) = (await log.query(AuditFilter(kinds={"maintenance"}))).records
+        assert upgrade.detail is not None and upgrade.detail["previousHeadHash"] == old_head
+        await log.redact_customer("A-3", [], cause={"cause": "erasure"})
+        assert (await log.verify()).ok
+    finally:
+        await db.aclose()

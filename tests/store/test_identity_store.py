@@ -150,3 +150,33 @@ async def test_not_duplicates_and_requesters(databases: tuple[Database, Database
     assert first == ["b@x.cn"] and more
     rest, _, more = await identity.store.unmatched_requesters(after=end, first=10)
     assert rest == ["stranger@qq.com"] and not more  # wang.fang is A-1's current e-mail
+
+
+async def test_an_erased_email_is_never_linked_or_listed_again(databases: tuple[Database, Database]) -> None:
+    """After ``forget`` (an erasure), a late change event that still carries the old e-mail's change, or a
+    requester import naming it, does not bring it back; a steward still may link it on purpose."""
+    accounts = _accounts()
+    store = IdentityStore(databases[0], b"k" * 32)
+    identity = Identity(store, _fetcher(accounts), refresh_seconds=0)
+    await identity.scan(_pages(accounts))
+    moved = dataclasses.replace(accounts[0], email="new@chengchuan.cn")
+    await identity.observe([moved])  # the old e-mail kept as a previous one
+    assert {e.email for e in await store.support_emails("A-1")} == {accounts[0].email}
+    await store.heard_requesters([str(accounts[0].email), "new@chengchuan.cn"], moved.created_at)
+
+    forgotten = await store.forget("A-1", [str(accounts[0].email), "new@chengchuan.cn"], moved.created_at)
+    assert forgotten.support_emails == 1 and forgotten.requesters == 2 and forgotten.pairs >= 1
+    assert await store.support_emails("A-1") == []
+
+    # the sales system's own change event for the blanking arrives late: old e-mail known again? No.
+    await identity.observe([moved])
+    await identity.observe([dataclasses.replace(moved, email=None)])
+    assert await store.support_emails("A-1") == []
+    await store.heard_requesters([str(accounts[0].email).upper()], moved.created_at)
+    assert (await store.unmatched_requesters(after=None, first=10))[0] == []
+    # another instance (same key) knows it too
+    other = IdentityStore(databases[1], b"k" * 32)
+    await other.heard_requesters(["new@chengchuan.cn"], moved.created_at)
+    assert (await other.unmatched_requesters(after=None, first=10))[0] == []
+    assert await store.add_email("A-1", "new@chengchuan.cn", origin="linked", source="steward", actor="u-s",
+                                 at=moved.created_at)  # fmt: skip
