@@ -8,6 +8,7 @@ pooled clients is the slow part of a first request) and run their lifespan only 
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -52,10 +53,16 @@ async def gateway(
     lifespan: bool = False,
     **more: str,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client talking to a fresh gateway (``CG_*`` settings as a mapping or keyword arguments)."""
-    app = make_app(shared_upstreams=not lifespan, **{**(env or {}), **more})
-    transport = httpx.ASGITransport(app=app, client=client_address)
+    """An HTTP client talking to a fresh gateway (``CG_*`` settings as a mapping or keyword arguments).
+    With its lifespan, the gateway gets a database file of its own unless one is given: two gateways of
+    one test (or a demo running beside the suite) never share ``var/gateway.db``'s write lock."""
+    settings = {**(env or {}), **more}
     async with contextlib.AsyncExitStack() as stack:
+        if lifespan and "CG_DATABASE_URL" not in settings:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="cg-gateway-"))
+            settings["CG_DATABASE_URL"] = f"sqlite+aiosqlite:///{folder}/gateway.db"
+        app = make_app(shared_upstreams=not lifespan, **settings)
+        transport = httpx.ASGITransport(app=app, client=client_address)
         if lifespan:
             await stack.enter_async_context(app.router.lifespan_context(app))
         yield await stack.enter_async_context(
