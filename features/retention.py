@@ -8,6 +8,10 @@
   the e-mail becomes a pseudonym (``pseudonym:`` + a keyed digest, the same for the same e-mail, so events
   still group), the party name is removed (``CG_RETENTION_EVENT_PAYLOAD_DAYS``).
 
+- **access-request reasons** (free text: why someone asked for a field, why a grant was revoked) of requests
+  that ended: replaced by ``(removed by retention)`` (``CG_RETENTION_ACCESS_REASONS_DAYS``);
+- **export files** (a data subject's export: everything about them, on disk): deleted that long after the
+  export finished (``CG_RETENTION_EXPORT_DAYS``); the request's row (who, when, which parts) stays;
 - **audit values** (a write's values before and after, a search term): removed from the record, their
   commitment kept, so the record's facts stay and the chain still verifies (``AuditLog.redact_older_than``;
   ``CG_RETENTION_AUDIT_VALUES_DAYS``). Each removal is a ``maintenance`` record of its own.
@@ -22,15 +26,17 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from features.store.audit import AuditLog
 from features.store.db import STORE_ERRORS, Database, StoreUnavailable
-from features.store.models import event_inbox, pool_history, pool_reviews
+from features.store.models import access_requests, data_requests, event_inbox, pool_history, pool_reviews
 
 PSEUDONYM = "pseudonym:"
+REMOVED_TEXT = "(removed by retention)"
 _PERSONAL_DETAIL = ("party_name",)  # keys of an event's detail that carry personal data
 
 
@@ -39,6 +45,8 @@ class Retention:
     pool_notes_days: float = 730.0
     event_payload_days: float = 180.0
     audit_values_days: float = 365.0
+    access_reasons_days: float = 730.0
+    export_days: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Any) -> Retention:
@@ -46,6 +54,8 @@ class Retention:
             pool_notes_days=float(settings.retention_pool_notes_days),
             event_payload_days=float(settings.retention_event_payload_days),
             audit_values_days=float(settings.retention_audit_values_days),
+            access_reasons_days=float(settings.retention_access_reasons_days),
+            export_days=float(settings.retention_export_days),
         )
 
 
@@ -55,10 +65,19 @@ class Purged:
     review_notes: int
     event_payloads: int
     audit_values: int = 0
+    access_reasons: int = 0
+    export_files: int = 0
 
     @property
     def any(self) -> bool:
-        return bool(self.pool_notes or self.review_notes or self.event_payloads or self.audit_values)
+        return bool(
+            self.pool_notes
+            or self.review_notes
+            or self.event_payloads
+            or self.audit_values
+            or self.access_reasons
+            or self.export_files
+        )
 
 
 def pseudonym(email: str, key: bytes) -> str:
@@ -66,10 +85,16 @@ def pseudonym(email: str, key: bytes) -> str:
 
 
 async def purge(
-    database: Database, retention: Retention, now: datetime, *, key: bytes, audit: AuditLog | None = None
+    database: Database,
+    retention: Retention,
+    now: datetime,
+    *,
+    key: bytes,
+    audit: AuditLog | None = None,
+    exports: Path | None = None,
 ) -> Purged:
     """Pseudonymise every value past its kind's retention (one transaction per kind; audit values in
-    chunks, through ``audit``, default an ``AuditLog`` of ``database``)."""
+    chunks, through ``audit``, default an ``AuditLog`` of ``database``; export files in ``exports``)."""
     try:
         pool_notes = review_notes = payloads = 0
         if retention.pool_notes_days > 0:
@@ -123,6 +148,38 @@ async def purge(
                 now - timedelta(days=days), cause={"cause": "retention", "days": days}
             )
             audit_values = redacted.values
+        reasons = 0
+        if retention.access_reasons_days > 0:
+            cut = now - timedelta(days=retention.access_reasons_days)
+            a = access_requests
+            async with database.write_transaction() as conn:
+                result = await conn.execute(
+                    a.update()
+                    .where(
+                        a.c.created_at < cut,
+                        a.c.reason != REMOVED_TEXT,
+                        a.c.status != "pending",
+                        sa.or_(a.c.expires_at.is_(None), a.c.expires_at < now),  # ended
+                    )
+                    .values(
+                        reason=REMOVED_TEXT,
+                        revoke_reason=sa.case((a.c.revoke_reason.is_(None), None), else_=REMOVED_TEXT),
+                    )
+                )
+                reasons = max(result.rowcount, 0)
+        files = 0
+        if retention.export_days > 0 and exports is not None:
+            cut = now - timedelta(days=retention.export_days)
+            async with database.read() as conn:
+                ended = (
+                    await conn.execute(sa.select(data_requests.c.id).where(data_requests.c.finished_at < cut))
+                ).scalars()
+                for request_id in ended.all():
+                    for suffix in (".json", ".html"):
+                        path = exports / f"{request_id}{suffix}"
+                        if path.is_file():
+                            path.unlink()
+                            files += 1
     except STORE_ERRORS as exc:
         raise StoreUnavailable(f"the retention purge could not write ({type(exc).__name__})") from None
-    return Purged(pool_notes, review_notes, payloads, audit_values)
+    return Purged(pool_notes, review_notes, payloads, audit_values, reasons, files)

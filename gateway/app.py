@@ -393,7 +393,14 @@ class Gateway:
         key = retention_key(self.settings)
         while True:
             try:
-                purged = await purge(self.database, retention, datetime.now(UTC), key=key, audit=self.audit)
+                purged = await purge(
+                    self.database,
+                    retention,
+                    datetime.now(UTC),
+                    key=key,
+                    audit=self.audit,
+                    exports=Path(self.settings.privacy_folder),
+                )
                 if purged.any:
                     log.info(
                         "retention purge",
@@ -402,6 +409,8 @@ class Gateway:
                             "review_notes": purged.review_notes,
                             "event_payloads": purged.event_payloads,
                             "audit_values": purged.audit_values,
+                            "access_reasons": purged.access_reasons,
+                            "export_files": purged.export_files,
                         },
                     )
             except StoreUnavailable:

@@ -122,6 +122,8 @@ class Settings:
     retention_pool_notes_days: float = 730.0
     retention_event_payload_days: float = 180.0
     retention_audit_values_days: float = 365.0  # a write's values, a search term; the record's facts stay
+    retention_access_reasons_days: float = 730.0  # why a field was asked for / a grant revoked (ended ones)
+    retention_export_days: float = 30.0  # a data subject's export files, after the export finished
     retention_interval: float = 3600.0
     retention_key: str = ""
     # A data subject's exports (features/privacy.py) go here (with several instances: a shared volume).

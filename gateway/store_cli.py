@@ -319,7 +319,11 @@ def db_purge_main(argv: Sequence[str] | None = None) -> int:
         try:
             await database.migrate()
             return await purge(
-                database, Retention.from_settings(settings), datetime.now(UTC), key=retention_key(settings)
+                database,
+                Retention.from_settings(settings),
+                datetime.now(UTC),
+                key=retention_key(settings),
+                exports=Path(settings.privacy_folder),
             )
         finally:
             await database.aclose()
@@ -331,6 +335,7 @@ def db_purge_main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(
         f"retention purge: {purged.pool_notes} pool notes, {purged.review_notes} review notes, "
-        f"{purged.event_payloads} event payloads pseudonymised, {purged.audit_values} audit values removed"
+        f"{purged.event_payloads} event payloads pseudonymised, {purged.audit_values} audit values, "
+        f"{purged.access_reasons} access-request reasons, {purged.export_files} export files removed"
     )
     return 0

@@ -5,14 +5,15 @@ and leaves the audit chain verifying — on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
 
 from features.pool.rules import PoolEventKind, PoolRecord
 from features.pool.store import PoolStore
-from features.retention import PSEUDONYM, Retention, purge
+from features.retention import PSEUDONYM, REMOVED_TEXT, Retention, purge
 from features.store import AuditLog
-from features.store.models import audit_log, event_inbox, pool_history
+from features.store.models import access_requests, audit_log, data_requests, event_inbox, pool_history
 
 from .conftest import T0, Backend, entry
 
@@ -81,5 +82,51 @@ async def test_purge_keeps_nothing_past_its_time(backend: Backend) -> None:
         again = await purge(db, Retention(pool_notes_days=730, event_payload_days=180), T0, key=KEY)
         assert (again.pool_notes, again.event_payloads, again.audit_values) == (0, 0, 0)  # idempotent
         assert (await AuditLog(db).verify()).ok
+    finally:
+        await db.aclose()
+
+
+async def test_ended_access_reasons_and_old_export_files_go(backend: Backend, tmp_path: Path) -> None:
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    db = backend.open()
+    try:
+        await db.migrate()
+        old, young = T0 - timedelta(days=800), T0 - timedelta(days=10)
+        async with db.write_transaction() as conn:
+            for n, (created, status, expires) in enumerate(
+                [
+                    (old, "approved", old + timedelta(days=7)),  # ended long ago
+                    (old, "pending", None),  # still waiting: its reason is what the approver reads
+                    (young, "denied", None),  # younger than the retention
+                ]
+            ):
+                await conn.execute(
+                    access_requests.insert().values(
+                        id=f"r-{n}", requester_sub="u-1", requester_roles=["finance"], account_no="A-1",
+                        account_region="east", account_owner=None, fields=["phone"],
+                        reason=f"客户王芳来电 {n}", status=status, created_at=created, expires_at=expires,
+                    )
+                )  # fmt: skip
+            for n, finished in enumerate([T0 - timedelta(days=40), T0 - timedelta(days=2)]):
+                await conn.execute(
+                    data_requests.insert().values(
+                        id=f"x-{n}", kind="export", account_no="A-1", status="done", progress=1.0, parts=[],
+                        requested_by="u-dpo", created_at=finished, finished_at=finished,
+                    )
+                )  # fmt: skip
+                for suffix in (".json", ".html"):
+                    (exports / f"x-{n}{suffix}").write_text("{}")
+        retention = Retention(access_reasons_days=730, export_days=30)
+        purged = await purge(db, retention, T0, key=KEY, exports=exports)
+        assert (purged.access_reasons, purged.export_files) == (1, 2)
+        async with db.read() as conn:
+            reasons = dict(
+                (await conn.execute(sa.select(access_requests.c.id, access_requests.c.reason))).all()
+            )
+        assert reasons == {"r-0": REMOVED_TEXT, "r-1": "客户王芳来电 1", "r-2": "客户王芳来电 2"}
+        assert sorted(p.name for p in exports.iterdir()) == ["x-1.html", "x-1.json"]
+        again = await purge(db, retention, T0, key=KEY, exports=exports)
+        assert (again.access_reasons, again.export_files) == (0, 0)
     finally:
         await db.aclose()
