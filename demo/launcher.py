@@ -102,16 +102,18 @@ def _user_region(systems: DemoSystems, user_id: str) -> str | None:
 
 
 def demo_tokens(systems: DemoSystems, settings: Settings, hours: float = DEV_TOKEN_HOURS) -> dict[str, str]:
-    """One token per role; the sales roles are real users of the demo data (with their region)."""
+    """One token per role; the sales roles are real users of the demo data (with their region). A second
+    privacy officer too: an erasure needs another one's approval."""
     examples = systems.examples()
     tokens = {}
-    for role in ROLES:
-        sub, region = f"u-{role.replace('_', '-')}", None
+    for label in (*ROLES, "privacy_officer (a second one, to approve an erasure)"):
+        role = label.split(" ")[0]
+        sub, region = f"u-{role.replace('_', '-')}" + ("-2" if label != role else ""), None
         if role == "sales_rep":
             sub, region = examples.rep, _user_region(systems, examples.rep)
         elif role == "sales_manager":
             sub, region = examples.manager, _user_region(systems, examples.manager)
-        tokens[role] = issue_token(
+        tokens[label] = issue_token(
             settings.jwt_secret,
             sub=sub,
             roles=[role],
