@@ -25,6 +25,8 @@ Statuses: ``pending_approval`` → ``rejected`` | ``running`` → ``done`` | ``f
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -51,6 +53,7 @@ SALES_BLANKED: tuple[str, ...] = ("contact_name", "title", "email", "phone", "ad
 SYSTEMS: tuple[str, ...] = ("sales", "support", "contracts", "gateway")
 ERASED_TEXT = "(erased)"  # what stays of a required free text (an access request's reason)
 STALE_AFTER = timedelta(minutes=5)  # a running erasure without a heartbeat this long may be resumed
+HEARTBEAT = 60.0  # seconds between a running erasure's heartbeats
 _CONFLICT_RETRIES = 3
 
 
@@ -369,7 +372,23 @@ class Eraser:
 
     async def run(self, erasure: Erasure) -> Erasure:
         """Run every step not done yet; the request ends ``done`` or ``failed`` (never raises for a
-        system's failure: the step says which kind of failure, never a value)."""
+        system's failure: the step says which kind of failure, never a value). While it runs, its
+        heartbeat is written every ``HEARTBEAT`` seconds, so no other instance takes it over."""
+        beat = asyncio.create_task(self._beat(erasure.id), name=f"erasure-heartbeat-{erasure.id}")
+        try:
+            return await self._run(erasure)
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+
+    async def _beat(self, erasure_id: str) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            with contextlib.suppress(StoreUnavailable):
+                await self.erasures.save(erasure_id, self.clock())
+
+    async def _run(self, erasure: Erasure) -> Erasure:
         try:
             try:
                 values = await self._values(erasure)

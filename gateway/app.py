@@ -420,10 +420,12 @@ class Gateway:
             await asyncio.sleep(every)
 
     async def _watch_journal(self, every: float = 60.0) -> None:
-        """At start and then every minute: writes whose outcome was never recorded go into the trail."""
+        """At start and then every minute: writes whose outcome was never recorded go into the trail; an
+        erasure whose runner stopped (its instance died) runs on here."""
         while True:
             try:
                 await self.journal.flag_stale(self.audit)
+                await self.privacy.resume_stopped()
             except StoreUnavailable:
                 log.warning("write journal check skipped: the gateway database is unavailable")
             except Exception as exc:  # a check that failed must not stop the next one

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from features.erasure import Eraser, Erasure, Erasures, ErasureStatus
+from features.erasure import Eraser, Erasure, ErasureRefused, Erasures, ErasureStatus
 from features.privacy import DataRequest, DataRequests, Exporter, RequestStatus, Sources, run_export
 from policies import Policy
 from policies.guard import Guard
@@ -102,6 +102,24 @@ class Privacy:
         erasure = await self.erasures.claim(erasure_id, datetime.now(UTC))
         self._background(self._erase(erasure), f"erasure-{erasure.id}")
         return erasure
+
+    async def resume_stopped(self) -> int:
+        """Erasures left running by an instance that stopped (no heartbeat for ``STALE_AFTER``) run on
+        here; a failed one waits for a person (``resumeErasure``). Returns how many were taken."""
+        if self._make_eraser is None:
+            return 0
+        taken = 0
+        for erasure in await self.erasures.list([ErasureStatus.RUNNING], first=50):
+            if any(t.get_name() == f"erasure-{erasure.id}" for t in self._tasks):
+                continue
+            try:
+                claimed = await self.erasures.claim(erasure.id, datetime.now(UTC))
+            except ErasureRefused:
+                continue  # still beating elsewhere
+            log.warning("erasure %s: its runner stopped; running it on here", erasure.id)
+            self._background(self._erase(claimed), f"erasure-{claimed.id}")
+            taken += 1
+        return taken
 
     async def _erase(self, erasure: Erasure) -> None:
         ended = await self.eraser.run(erasure)

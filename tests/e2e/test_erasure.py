@@ -11,6 +11,7 @@ import sqlite3
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ import pytest
 
 from demo.data import DemoExamples
 from demo.servers import DemoSystems
+from features.erasure import STALE_AFTER
 from features.store import AuditLog, Database
+from features.store.models import erasures
 from gateway.app import Gateway, create_app
 from gateway.upstreams import build_upstreams
 
@@ -299,3 +302,32 @@ def _bearer(sub: str) -> str:
     from .conftest import SECRET
 
     return "Bearer " + issue_token(SECRET, sub=sub, roles=PRIVACY)
+
+
+async def test_an_erasure_whose_instance_stopped_runs_on_elsewhere(
+    setup: Setup, examples: DemoExamples
+) -> None:
+    """An instance died while running an erasure (it stays ``RUNNING``, its heartbeat stops): after
+    ``STALE_AFTER`` another instance's minute check takes it over and finishes it."""
+    graph = setup.graph
+    account_no = examples.no_phone
+    asked = await _ok(
+        graph, REQUEST, {"id": customer_id(account_no), "reason": "by letter"}, PRIVACY, "u-dpo-a"
+    )
+    erasure_id = asked["data"]["requestErasure"]["id"]
+    stopped = datetime.now(UTC) - STALE_AFTER - timedelta(seconds=1)
+    database = Database(f"sqlite+aiosqlite:///{setup.folder}/gateway.db")
+    try:
+        async with database.write_transaction() as conn:
+            await conn.execute(
+                erasures.update()
+                .where(erasures.c.id == erasure_id)
+                .values(status="running", decided_by="u-dpo-b", decided_at=stopped, heartbeat_at=stopped)
+            )
+    finally:
+        await database.aclose()
+    assert await setup.gateway.privacy.resume_stopped() == 1
+    assert await setup.gateway.privacy.resume_stopped() == 0  # taken once
+    done = await _until_done(graph, erasure_id)
+    assert done["status"] == "DONE", done
+    assert _sales_account(setup.demo, account_no)["email"] is None
