@@ -11,6 +11,10 @@
 Each kind's days: 0 keeps it (until the row itself goes: events after ``events_retention_days``). Audit values
 are not purged here: the audit chain commits to them (see README, #18). Idempotent; safe on several
 instances at once (each update only touches rows still holding a value).
+
+The values are sealed (``features/store/sealed.py``), so SQL cannot tell a pseudonym from an e-mail: an event
+whose payload was purged is marked (``payload_purged_at``), and its e-mail's blind index becomes the
+pseudonym's (a lookup by the real e-mail no longer finds it; the same pseudonym still groups).
 """
 
 from __future__ import annotations
@@ -84,22 +88,22 @@ async def purge(database: Database, retention: Retention, now: datetime, *, key:
                     await conn.execute(
                         sa.select(e.c.id, e.c.email, e.c.detail).where(
                             e.c.received_at < cut,
-                            sa.or_(
-                                sa.and_(e.c.email.is_not(None), ~e.c.email.startswith(PSEUDONYM)),
-                                e.c.source == "contracts",
-                            ),
+                            e.c.payload_purged_at.is_(None),
+                            sa.or_(e.c.email.is_not(None), e.c.source == "contracts"),
                         )
                     )
                 ).all()
                 for row_id, email, detail in rows:
                     personal = {k: v for k, v in (detail or {}).items() if k not in _PERSONAL_DETAIL}
-                    changes: dict[str, Any] = {}
+                    changes: dict[str, Any] = {"payload_purged_at": now}
                     if email and not email.startswith(PSEUDONYM):
-                        changes["email"] = pseudonym(email, key)
+                        changes["email"] = changes["email_idx"] = pseudonym(email, key)
                     if detail and personal != detail:
                         changes["detail"] = personal
-                    if changes:
-                        await conn.execute(e.update().where(e.c.id == row_id).values(**changes))
+                    result = await conn.execute(
+                        e.update().where(e.c.id == row_id, e.c.payload_purged_at.is_(None)).values(**changes)
+                    )
+                    if result.rowcount and len(changes) > 1:  # (another instance may have been first)
                         payloads += 1
     except STORE_ERRORS as exc:
         raise StoreUnavailable(f"the retention purge could not write ({type(exc).__name__})") from None
