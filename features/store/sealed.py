@@ -40,6 +40,8 @@ from sqlalchemy.sql import operators
 
 INDEX_KEY_NAME = "blind_index"  # sealed_keys.name of the blind-index key
 INDEX_HEX = 32  # hex digits of a blind index (128 bits)
+OPENED_CACHE = 32_768  # opened values remembered per Database (see Sealer)
+OPENED_MAX_BYTES = 512  # … no larger than this each
 _DIALECT_ATTRIBUTE = "cg_sealer"
 
 
@@ -138,11 +140,17 @@ class Keyring:
 
 
 class Sealer:
-    """What one ``Database``'s sealed columns use: its keyring and its blind-index key."""
+    """What one ``Database``'s sealed columns use: its keyring and its blind-index key.
+
+    Opened values are remembered by their token (at most ``OPENED_CACHE`` small ones; the whole memo is
+    dropped when it is full): what is read again and again — the support identities every instance reloads
+    every ``identity_refresh`` seconds — is not opened again (a token is never reused for another value,
+    and a re-sealed value has a new token). It holds nothing the process could not open anyway."""
 
     def __init__(self, keyring: Keyring | None = None) -> None:
         self.keyring = keyring
         self.index_key: bytes | None = None
+        self._opened: dict[str, bytes] = {}
 
     def _ring(self, column: str) -> Keyring:
         if self.keyring is None:
@@ -155,7 +163,14 @@ class Sealer:
         return self._ring(column).seal(plaintext)
 
     def open(self, column: str, token: str) -> bytes:
-        return self._ring(column).open(token, column)
+        value = self._opened.get(token)
+        if value is None:
+            value = self._ring(column).open(token, column)
+            if len(value) <= OPENED_MAX_BYTES:
+                if len(self._opened) >= OPENED_CACHE:
+                    self._opened = {}  # (a swap: another thread may be reading the old one)
+                self._opened[token] = value
+        return value
 
     def index(self, column: str, value: str) -> str:
         if self.index_key is None:

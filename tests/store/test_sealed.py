@@ -407,3 +407,32 @@ async def test_migration_seals_what_was_there(empty_backend: Backend) -> None:
             await reopened.aclose()
     finally:
         await db.aclose()
+
+
+async def test_a_value_read_again_is_not_opened_again(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The identity directory reloads every support identity every 2 s on every instance: each token is
+    opened once (the memo), a new token (a new or re-sealed value) is opened."""
+    db = backend.open()
+    try:
+        await _write(db)
+        identity = IdentityStore(db)
+        opened: list[str] = []
+        real = Keyring.open
+
+        def counting(self: Keyring, token: str, column: str) -> bytes:
+            opened.append(column)
+            return real(self, token, column)
+
+        monkeypatch.setattr(Keyring, "open", counting)
+        await identity.extra_emails()
+        first = len(opened)
+        assert first >= 1
+        await identity.extra_emails()
+        assert len(opened) == first  # nothing opened again
+        await identity.add_email("A-1", "third@x.cn", origin="linked", source="steward", actor="u", at=T0)
+        assert (await identity.extra_emails())["A-1"] == ((LINKED, "linked"), ("third@x.cn", "linked"))
+        assert len(opened) == first + 1  # only the new one
+    finally:
+        await db.aclose()
