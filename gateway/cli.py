@@ -7,6 +7,7 @@ way, so the product never imports the demo."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .app import serving_app
     from .auth import Authenticator
-    from .datakeys import keyring_for
+    from .datakeys import check_database, keyring_for
     from .server import GatewayHttp, guarded_http
 
     if args.config:
@@ -37,6 +38,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     Authenticator(settings)  # refuse to start without a way to check tokens
     keyring_for(settings)  # nor without the data keys in production (development: made once, var/data.key)
+    problem = asyncio.run(check_database(settings))  # nor with keys that do not open its database
+    if problem is not None:
+        print(f"customer-graph serve: {problem}", file=sys.stderr)
+        return 2
     if args.workers > 1:
         uvicorn.run(
             "gateway.app:app_from_environment",

@@ -13,8 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from features.store.db import Database, normalise_url, sqlite_file
-from features.store.sealed import DataKeyError, Keyring, generate_key, parse_keys
+from features.store.db import STORE_ERRORS, Database, normalise_url, sqlite_file
+from features.store.sealed import DataKeyError, Keyring, SealedValueError, generate_key, parse_keys
 
 from .settings import Settings, SettingsError
 
@@ -56,6 +56,22 @@ def open_database(settings: Settings, database_url: str | None = None) -> Databa
     """The gateway database (``database_url``, else the configured one) with the configured data keys."""
     url = database_url or settings.database_url or None
     return Database(url, keyring=keyring_for(settings, url))
+
+
+async def check_database(settings: Settings) -> str | None:
+    """Before serving: migrate the gateway database and open its blind-index key with the configured data
+    keys (what each gateway does at start), so that wrong keys or an unreachable database are one clear line,
+    not a failed startup's traceback. The problem, or None."""
+    database = open_database(settings)
+    try:
+        await database.migrate()
+    except SealedValueError as exc:  # names a column and key ids, never a value or a key
+        return f"the data keys cannot open the gateway database: {exc}"
+    except STORE_ERRORS as exc:  # the class only: driver messages may carry connection details
+        return f"the gateway database ({database.safe_url}) cannot be migrated ({type(exc).__name__})"
+    finally:
+        await database.aclose()
+    return None
 
 
 def _read(path: Path, name: str) -> str:

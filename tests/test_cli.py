@@ -260,3 +260,24 @@ def test_development_makes_a_data_key_once(
         keyring_for(load_settings())
     secret.write_text(key_file.read_text())
     assert keyring_for(load_settings()).ids == first.ids
+
+
+def test_serve_refuses_keys_that_do_not_open_its_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gateway given the wrong data keys (or whose development key file was lost) stops at once with one
+    line naming the problem, before it serves: never a traceback, never a key."""
+    from tests.factories import KEY_A, KEY_C
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CG_JWT_SECRET", "cli-test-secret-0123456789abcdef")
+    monkeypatch.setenv("CG_DATA_KEYS", KEY_A)
+    assert main(["db", "upgrade"]) == 0  # the database made (and its index key sealed) with KEY_A
+    capsys.readouterr()
+    monkeypatch.setenv("CG_DATA_KEYS", KEY_C)
+    assert main(["serve", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "customer-graph serve: the data keys cannot open the gateway database: sealed_keys.value"
+    )
+    assert "Traceback" not in err and KEY_C not in err and KEY_A not in err
