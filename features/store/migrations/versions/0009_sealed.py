@@ -20,26 +20,26 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from alembic import op
 
-from features.store.sealed import (
-    INDEX_HEX,
-    INDEX_KEY_NAME,
-    SealedValueError,
-    Sealer,
-    decode_index_key,
-    new_index_key,
-    sealer_of,
+from features.store.migrations.sealing import (
+    CHUNK,
+    has_rows,
+    open_text,
+    rewrite,
+    rows_by_key,
+    seal_json,
+    seal_text,
+    sealer_for,
 )
+from features.store.sealed import INDEX_HEX, INDEX_KEY_NAME, Sealer, decode_index_key, new_index_key
 
 revision: str = "0009_sealed"
 down_revision: str | None = "0008_access_review"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_CHUNK = 1000
 PSEUDONYM = "pseudonym:"  # features/retention.py: an e-mail the purge already replaced
 
 # table → (primary key, sealed text columns, sealed JSON columns, {blind index column: its source})
@@ -63,67 +63,9 @@ def _time() -> sa.DateTime:
     return sa.DateTime(timezone=True)
 
 
-def _sealer(purpose: str) -> Sealer:
-    sealer = sealer_of(op.get_bind().dialect)
-    if sealer.keyring is None:
-        raise SealedValueError(
-            f"migration 0009_sealed {purpose}: configure the data keys (CG_DATA_KEYS or CG_DATA_KEYS_FILE)"
-        )
-    return sealer
-
-
-def _has_rows(conn: sa.Connection, table: str) -> bool:
-    return conn.execute(sa.text(f"SELECT 1 FROM {table} LIMIT 1")).first() is not None
-
-
-def _rows(conn: sa.Connection, table: str, pk: Sequence[str], columns: Sequence[str]) -> Any:
-    """Every row's primary key and ``columns`` as stored (text), in chunks, by primary key."""
-    t = sa.table(table, *[sa.column(c, sa.Text()) for c in (*pk, *columns)])
-    keys = [t.c[c] for c in pk]
-    last: tuple[Any, ...] | None = None
-    while True:
-        query = sa.select(*keys, *[t.c[c] for c in columns]).order_by(*keys).limit(_CHUNK)
-        if last is not None:
-            query = query.where(sa.tuple_(*keys) > sa.tuple_(*last) if len(keys) > 1 else keys[0] > last[0])
-        chunk = conn.execute(query).all()
-        if not chunk:
-            return
-        yield chunk
-        last = tuple(chunk[-1][: len(pk)])
-
-
-def _rewrite(
-    conn: sa.Connection,
-    table: str,
-    pk: Sequence[str],
-    read: Sequence[str],
-    change: Callable[[dict[str, Any]], dict[str, Any]],
-) -> None:
-    """Each row's ``read`` columns through ``change`` (the columns to set), one UPDATE per chunk of rows."""
-    for chunk in _rows(conn, table, pk, read):
-        updates = []
-        for row in chunk:
-            values = change(dict(zip(read, row[len(pk) :], strict=True)))
-            if values:
-                updates.append({**{f"k_{c}": row[i] for i, c in enumerate(pk)}, **values})
-        if not updates:
-            continue
-        names = sorted({k for u in updates for k in u if not k.startswith("k_")})
-        for u in updates:
-            for name in names:
-                u.setdefault(name, None)
-        t = sa.table(table, *[sa.column(c) for c in (*pk, *names)])
-        statement = (
-            sa.update(t)
-            .where(*[t.c[c] == sa.bindparam(f"k_{c}") for c in pk])
-            .values({name: sa.bindparam(name) for name in names})
-        )
-        conn.execute(statement, updates)
-
-
 def upgrade() -> None:
     conn = op.get_bind()
-    has_data = any(_has_rows(conn, t) for t in (*SEALED, "identity_requesters", "identity_keys"))
+    has_data = any(has_rows(conn, t) for t in (*SEALED, "identity_requesters", "identity_keys"))
     op.create_table(
         "sealed_keys",
         sa.Column("name", sa.String(32), primary_key=True),
@@ -156,7 +98,7 @@ def upgrade() -> None:
     )
 
     if has_data:  # seal what is there: the keys are needed, and the blind-index key is made now
-        sealer = _sealer("seals the personal data already in this database")
+        sealer = sealer_for(conn, "(0009_sealed) seals the personal data already in this database")
         index_key = new_index_key()
         sealer.index_key = decode_index_key(index_key)
         keys = sa.table("sealed_keys", sa.column("name"), sa.column("value"), sa.column("created_at"))
@@ -183,11 +125,10 @@ def _sealing(table: str, sealer: Sealer, now: datetime) -> Callable[[dict[str, A
         out: dict[str, Any] = {}
         for column in texts:
             if row[column] is not None:
-                out[column] = sealer.seal(f"{table}.{column}", str(row[column]).encode("utf-8"))
+                out[column] = seal_text(sealer, f"{table}.{column}", str(row[column]))
         for column in jsons:
             if row[column] is not None:
-                value = orjson.dumps(orjson.loads(row[column]))
-                out[column] = sealer.seal(f"{table}.{column}", value)
+                out[column] = seal_json(sealer, f"{table}.{column}", row[column])
         for index, source in indexes.items():
             if row[source] is not None:
                 out[index] = sealer.index(f"{table}.{source}", str(row[source]))
@@ -204,7 +145,7 @@ def _rekey(conn: sa.Connection, change: Callable[[str], str]) -> None:
     keys = sa.table("identity_keys", sa.column("key"), sa.column("account_no"))
     last: str | None = None
     while True:
-        query = sa.select(keys.c.account_no).distinct().order_by(keys.c.account_no).limit(_CHUNK)
+        query = sa.select(keys.c.account_no).distinct().order_by(keys.c.account_no).limit(CHUNK)
         if last is not None:
             query = query.where(keys.c.account_no > last)
         accounts = [row[0] for row in conn.execute(query)]
@@ -225,7 +166,7 @@ def _opening(table: str, sealer: Sealer) -> Callable[[dict[str, Any]], dict[str,
         out: dict[str, Any] = {}
         for column in (*texts, *jsons):
             if row[column] is not None:
-                out[column] = sealer.open(f"{table}.{column}", row[column]).decode("utf-8")
+                out[column] = open_text(sealer, f"{table}.{column}", row[column])
         return out
 
     return change
@@ -234,7 +175,7 @@ def _opening(table: str, sealer: Sealer) -> Callable[[dict[str, Any]], dict[str,
 def _seal_rows(conn: sa.Connection, sealer: Sealer) -> None:
     now = datetime.now(UTC)
     for table, (pk, texts, jsons, _indexes) in SEALED.items():
-        _rewrite(conn, table, pk, (*texts, *jsons), _sealing(table, sealer, now))
+        rewrite(conn, table, pk, (*texts, *jsons), _sealing(table, sealer, now))
     _rekey(conn, lambda digest: sealer.index("identity_keys.key", digest))
     old = sa.table("identity_requesters", sa.column("email"), sa.column("first_seen"), sa.column("last_seen"))
     new = sa.table(
@@ -246,7 +187,7 @@ def _seal_rows(conn: sa.Connection, sealer: Sealer) -> None:
     )
     last: str | None = None
     while True:
-        query = sa.select(old.c.email, old.c.first_seen, old.c.last_seen).order_by(old.c.email).limit(_CHUNK)
+        query = sa.select(old.c.email, old.c.first_seen, old.c.last_seen).order_by(old.c.email).limit(CHUNK)
         if last is not None:
             query = query.where(old.c.email > last)
         chunk = conn.execute(query).all()
@@ -257,7 +198,7 @@ def _seal_rows(conn: sa.Connection, sealer: Sealer) -> None:
             [
                 {
                     "email_idx": sealer.index("identity_requesters.email", email),
-                    "email": sealer.seal("identity_requesters.email", email.encode("utf-8")),
+                    "email": seal_text(sealer, "identity_requesters.email", email),
                     "first_seen": first,
                     "last_seen": latest,
                 }
@@ -269,7 +210,7 @@ def _seal_rows(conn: sa.Connection, sealer: Sealer) -> None:
 
 def downgrade() -> None:
     conn = op.get_bind()
-    has_data = any(_has_rows(conn, t) for t in (*SEALED, "identity_requesters"))
+    has_data = any(has_rows(conn, t) for t in (*SEALED, "identity_requesters"))
     # blocking keys cannot be opened (keyed digests): they go; the next identity scan makes them again
     conn.execute(sa.text("DELETE FROM identity_keys"))
     with op.batch_alter_table("identity_keys") as batch:
@@ -281,22 +222,24 @@ def downgrade() -> None:
         sa.Column("last_seen", _time(), nullable=False),
     )
     if has_data:
-        sealer = _sealer("opens the sealed personal data again")
+        sealer = sealer_for(conn, "(0009_sealed, down) opens the sealed personal data again")
         for table, (pk, texts, jsons, _indexes) in SEALED.items():
-            _rewrite(conn, table, pk, (*texts, *jsons), _opening(table, sealer))
+            rewrite(conn, table, pk, (*texts, *jsons), _opening(table, sealer))
         new = sa.table(
             "identity_requesters_open", sa.column("email"), sa.column("first_seen"), sa.column("last_seen")
         )
-        for chunk in _rows(conn, "identity_requesters", ("email_idx",), ("email", "first_seen", "last_seen")):
+        for chunk in rows_by_key(
+            conn, "identity_requesters", ("email_idx",), ("email", "first_seen", "last_seen")
+        ):
             conn.execute(
                 new.insert(),
                 [
                     {
-                        "email": sealer.open("identity_requesters.email", email).decode("utf-8"),
-                        "first_seen": first,
-                        "last_seen": latest,
+                        "email": open_text(sealer, "identity_requesters.email", row[1]),
+                        "first_seen": row[2],
+                        "last_seen": row[3],
                     }
-                    for _idx, email, first, latest in chunk
+                    for row in chunk
                 ],
             )
     op.drop_table("identity_requesters")
