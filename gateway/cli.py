@@ -38,7 +38,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     Authenticator(settings)  # refuse to start without a way to check tokens
     keyring_for(settings)  # nor without the data keys in production (development: made once, var/data.key)
-    problem = asyncio.run(check_database(settings))  # nor with keys that do not open its database
+    # nor with keys that do not open its database (on a loop of its own: the caller's current loop stays)
+    loop = asyncio.new_event_loop()
+    try:
+        problem = loop.run_until_complete(check_database(settings))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
     if problem is not None:
         print(f"customer-graph serve: {problem}", file=sys.stderr)
         return 2

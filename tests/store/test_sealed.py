@@ -436,3 +436,38 @@ async def test_a_value_read_again_is_not_opened_again(
         assert len(opened) == first + 1  # only the new one
     finally:
         await db.aclose()
+
+
+async def test_rotation_leaves_a_value_a_gateway_changed_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rotate-keys runs while gateways write: a value changed between its read and its write-back (here:
+    the retention purge removed the note) is left as the gateway wrote it, and counted."""
+    import sqlite3
+
+    path = tmp_path / "gateway.db"
+    db = Database(f"sqlite+aiosqlite:///{path}", keyring=Keyring([KEY_A]))
+    try:
+        await db.migrate()
+        await _write(db)
+    finally:
+        await db.aclose()
+    rotating = Database(f"sqlite+aiosqlite:///{path}", keyring=Keyring([KEY_B, KEY_A]))
+    real = Keyring.rotate
+
+    def meanwhile(self: Keyring, token: str, column: str) -> str:
+        if column == "pool_history.note":  # another process writes between the batch's read and write
+            with sqlite3.connect(path, timeout=5) as other:
+                other.execute("UPDATE pool_history SET note = NULL")
+        return real(self, token, column)
+
+    monkeypatch.setattr(Keyring, "rotate", meanwhile)
+    try:
+        await rotating.migrate()
+        rotated = await rotate_keys(rotating)
+        assert rotated.changed == {**dict.fromkeys(rotated.changed, 0), "pool_history.note": 1}
+        assert (await PoolStore(rotating).history("A-1")).records[0].note is None  # the other write stands
+        monkeypatch.setattr(Keyring, "rotate", real)
+        assert (await rotate_keys(rotating)).total("resealed") == 0  # nothing left behind
+    finally:
+        await rotating.aclose()
