@@ -578,18 +578,17 @@ class Eraser:
         """Event payloads, pool and review notes, access-request reasons of this customer, in one
         transaction."""
         payloads = notes = reasons = 0
-        lowered = sorted({e.casefold() for e in emails})
+        written = sorted({*emails, *(x.strip().lower() for x in emails)})  # as typed, as normalised
         async with self.db.write_transaction() as conn:
             e = event_inbox
-            if lowered:
-                rows = await conn.execute(
-                    sa.select(e.c.id, e.c.email).where(
-                        sa.func.lower(e.c.email).in_(lowered), ~e.c.email.startswith(PSEUDONYM)
-                    )
-                )
+            if written:  # the e-mail is sealed: found by its blind index
+                rows = await conn.execute(sa.select(e.c.id, e.c.email).where(e.c.email_idx.in_(written)))
                 for row_id, email in rows.all():
+                    if email is None or email.startswith(PSEUDONYM):
+                        continue
+                    alias = pseudonym(email, self.key)
                     await conn.execute(
-                        e.update().where(e.c.id == row_id).values(email=pseudonym(email, self.key))
+                        e.update().where(e.c.id == row_id).values(email=alias, email_idx=alias)
                     )
                     payloads += 1
             result = await conn.execute(
@@ -608,13 +607,20 @@ class Eraser:
             )
             notes += max(result.rowcount, 0)
             a = access_requests
-            result = await conn.execute(
-                a.update()
-                .where(a.c.account_no == account_no, a.c.reason != ERASED_TEXT)
-                .values(
-                    reason=ERASED_TEXT,
-                    revoke_reason=sa.case((a.c.revoke_reason.is_(None), None), else_=ERASED_TEXT),
+            held = await conn.execute(
+                sa.select(a.c.id, a.c.revoke_reason.is_(None)).where(
+                    a.c.account_no == account_no, a.c.reasons_removed_at.is_(None)
                 )
             )
-            reasons += max(result.rowcount, 0)
+            for request_id, never_revoked in held.all():  # one by one: the reasons are sealed in Python
+                await conn.execute(
+                    a.update()
+                    .where(a.c.id == request_id)
+                    .values(
+                        reason=ERASED_TEXT,
+                        revoke_reason=None if never_revoked else ERASED_TEXT,
+                        reasons_removed_at=self.clock(),
+                    )
+                )
+                reasons += 1
         return payloads, notes, reasons

@@ -18,6 +18,11 @@
 
 Each kind's days: 0 keeps it (until the row itself goes: events after ``events_retention_days``). Idempotent;
 safe on several instances at once (each update only touches rows still holding a value).
+
+The values are sealed (``features/store/sealed.py``), so SQL cannot tell a pseudonym from an e-mail: an event
+whose payload was purged is marked (``payload_purged_at``), and its e-mail's blind index becomes the
+pseudonym's (a lookup by the real e-mail no longer finds it; the same pseudonym still groups). Likewise an
+access request whose reasons were removed is marked (``reasons_removed_at``).
 """
 
 from __future__ import annotations
@@ -123,22 +128,22 @@ async def purge(
                     await conn.execute(
                         sa.select(e.c.id, e.c.email, e.c.detail).where(
                             e.c.received_at < cut,
-                            sa.or_(
-                                sa.and_(e.c.email.is_not(None), ~e.c.email.startswith(PSEUDONYM)),
-                                e.c.source == "contracts",
-                            ),
+                            e.c.payload_purged_at.is_(None),
+                            sa.or_(e.c.email.is_not(None), e.c.source == "contracts"),
                         )
                     )
                 ).all()
                 for row_id, email, detail in rows:
                     personal = {k: v for k, v in (detail or {}).items() if k not in _PERSONAL_DETAIL}
-                    changes: dict[str, Any] = {}
+                    changes: dict[str, Any] = {"payload_purged_at": now}
                     if email and not email.startswith(PSEUDONYM):
-                        changes["email"] = pseudonym(email, key)
+                        changes["email"] = changes["email_idx"] = pseudonym(email, key)
                     if detail and personal != detail:
                         changes["detail"] = personal
-                    if changes:
-                        await conn.execute(e.update().where(e.c.id == row_id).values(**changes))
+                    result = await conn.execute(
+                        e.update().where(e.c.id == row_id, e.c.payload_purged_at.is_(None)).values(**changes)
+                    )
+                    if result.rowcount and len(changes) > 1:  # (another instance may have been first)
                         payloads += 1
         audit_values = 0
         if retention.audit_values_days > 0:
@@ -153,20 +158,27 @@ async def purge(
             cut = now - timedelta(days=retention.access_reasons_days)
             a = access_requests
             async with database.write_transaction() as conn:
-                result = await conn.execute(
-                    a.update()
-                    .where(
-                        a.c.created_at < cut,
-                        a.c.reason != REMOVED_TEXT,
-                        a.c.status != "pending",
-                        sa.or_(a.c.expires_at.is_(None), a.c.expires_at < now),  # ended
+                requests = (
+                    await conn.execute(
+                        sa.select(a.c.id, a.c.revoke_reason.is_(None)).where(
+                            a.c.created_at < cut,
+                            a.c.reasons_removed_at.is_(None),
+                            a.c.status != "pending",
+                            sa.or_(a.c.expires_at.is_(None), a.c.expires_at < now),  # ended
+                        )
                     )
-                    .values(
-                        reason=REMOVED_TEXT,
-                        revoke_reason=sa.case((a.c.revoke_reason.is_(None), None), else_=REMOVED_TEXT),
+                ).all()
+                for request_id, never_revoked in requests:  # one by one: the values are sealed in Python
+                    result = await conn.execute(
+                        a.update()
+                        .where(a.c.id == request_id, a.c.reasons_removed_at.is_(None))
+                        .values(
+                            reason=REMOVED_TEXT,
+                            revoke_reason=None if never_revoked else REMOVED_TEXT,
+                            reasons_removed_at=now,
+                        )
                     )
-                )
-                reasons = max(result.rowcount, 0)
+                    reasons += max(result.rowcount, 0)
         files = 0
         if retention.export_days > 0 and exports is not None:
             cut = now - timedelta(days=retention.export_days)

@@ -36,7 +36,7 @@ from features.pool import PoolService
 from features.privacy import DataRequests
 from features.privacy import Sources as PrivacySources
 from features.retention import Retention, purge
-from features.store import AccessRequests, AuditLog, Database, StoreUnavailable
+from features.store import AccessRequests, AuditLog, StoreUnavailable
 from features.store.checkpoints import checkpoints_for
 from features.store.intents import WriteJournal, intent_states
 from policies import Policy, PolicyHolder, policy_path
@@ -49,6 +49,7 @@ from schema.loaders import Loaders, Upstreams
 from .auditing import audit_entries
 from .auth import Authenticator, AuthError
 from .cache import EntityCache, parse_ttls
+from .datakeys import open_database
 from .events import LiveUpdates
 from .events.model import InboxEvent
 from .events.websocket import LiveTransportWSHandler, TextFrames, live_context, on_connect
@@ -192,8 +193,9 @@ class Gateway:
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
         self.cache = EntityCache(ttls, observer=self.metrics.cache_result) if settings.cache else None
-        # The gateway's own database: the audit trail and access requests (features/store).
-        self.database = Database(settings.database_url or None)
+        # The gateway's own database: the audit trail and access requests (features/store); personal data
+        # in it sealed with the data keys (gateway/datakeys.py: none in production is a SettingsError).
+        self.database = open_database(settings)
         self.audit = AuditLog(
             self.database,
             checkpoints=checkpoints_for(

@@ -7,6 +7,7 @@ way, so the product never imports the demo."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .app import serving_app
     from .auth import Authenticator
+    from .datakeys import check_database, keyring_for
     from .server import GatewayHttp, guarded_http
 
     if args.config:
@@ -35,6 +37,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["CG_PORT"] = str(args.port)
     settings = load_settings()
     Authenticator(settings)  # refuse to start without a way to check tokens
+    keyring_for(settings)  # nor without the data keys in production (development: made once, var/data.key)
+    # nor with keys that do not open its database (on a loop of its own: the caller's current loop stays)
+    loop = asyncio.new_event_loop()
+    try:
+        problem = loop.run_until_complete(check_database(settings))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+    if problem is not None:
+        print(f"customer-graph serve: {problem}", file=sys.stderr)
+        return 2
     if args.workers > 1:
         uvicorn.run(
             "gateway.app:app_from_environment",
@@ -130,13 +143,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from .store_cli import db_backup_main, db_purge_main, db_restore_main, db_upgrade_main
+    from .store_cli import (
+        db_backup_main,
+        db_keygen_main,
+        db_purge_main,
+        db_restore_main,
+        db_rotate_keys_main,
+        db_upgrade_main,
+    )
 
     commands = {
         "upgrade": db_upgrade_main,
         "backup": db_backup_main,
         "restore": db_restore_main,
         "purge": db_purge_main,
+        "keygen": db_keygen_main,
+        "rotate-keys": db_rotate_keys_main,
     }
     return commands[args.action](args.args)
 
@@ -227,9 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser(
         "db",
         help="the gateway's database: 'db upgrade' applies the migrations; 'db backup FILE', "
-        "'db restore FILE'",
+        "'db restore FILE'; 'db keygen' prints a new data key, 'db rotate-keys' re-seals with the newest",
     )
-    db.add_argument("action", choices=["upgrade", "backup", "restore", "purge"])
+    db.add_argument("action", choices=["upgrade", "backup", "restore", "purge", "keygen", "rotate-keys"])
     db.add_argument("args", nargs=argparse.REMAINDER)
     db.set_defaults(func=cmd_db)
     for plugin in entry_points(group="customer_graph.commands"):

@@ -36,6 +36,7 @@ from features.identity.service import Identity, ScanResult
 from features.identity.store import IdentityStore
 from features.store.db import Database
 
+from .datakeys import open_database
 from .settings import Settings, SettingsError, load_settings, retention_key
 
 PAGES_IN_FLIGHT = 4
@@ -61,7 +62,7 @@ async def run_scan(settings: Settings, per_page: int, progress: bool) -> ScanRes
     from .upstreams import build_upstreams
 
     upstreams = build_upstreams(settings)
-    database = Database(settings.database_url or None)
+    database = open_database(settings)
     bar: tqdm[Any] = tqdm(
         total=None, unit=" accounts", file=sys.stderr, disable=not progress, desc="identity scan"
     )
@@ -169,7 +170,7 @@ def requesters_main(argv: Sequence[str] | None = None, *, config: str | None = N
         return 2
 
     async def run() -> None:
-        database = Database(args.database_url or settings.database_url or None)
+        database = open_database(settings, args.database_url)
         try:
             await database.migrate()
             await import_requesters(database, sorted(set(emails)), retention_key(settings))

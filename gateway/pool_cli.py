@@ -18,6 +18,7 @@ from dataclasses import replace
 from features.pool.service import PoolService
 from features.pool.sweep import SweepResult
 
+from .datakeys import keyring_for
 from .settings import Settings, SettingsError, load_settings
 
 
@@ -39,7 +40,7 @@ async def _run(settings: Settings, dry_run: bool) -> SweepResult:
     from .upstreams import build_upstreams
 
     upstreams = build_upstreams(settings)
-    pool = PoolService.from_settings(settings, lambda: upstreams.sales)
+    pool = PoolService.from_settings(settings, lambda: upstreams.sales, keyring=keyring_for(settings))
     try:
         return await pool.sweep(dry_run=dry_run)
     finally:

@@ -20,8 +20,8 @@ from features.history import CustomerHistory
 from features.identity.store import IdentityStore
 from features.privacy import DataRequests, Exporter, RequestStatus, Sources, run_export
 from features.store.audit import AuditEntry, AuditLog
-from features.store.db import Database
 
+from .datakeys import open_database
 from .settings import SettingsError, load_settings
 
 
@@ -30,7 +30,7 @@ async def _run(account_no: str, by: str, folder: Path, database_url: str | None,
 
     settings = load_settings()
     upstreams = build_upstreams(settings)
-    database = Database(database_url or settings.database_url or None)
+    database = open_database(settings, database_url)
     audit = AuditLog(database)
     try:
         await database.migrate()

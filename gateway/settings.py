@@ -89,6 +89,11 @@ class Settings:
 
     # The gateway's own database (features/store): empty = the SQLite file var/gateway.db.
     database_url: str = ""
+    # The data keys that seal personal data in it (gateway/datakeys.py, features/store/sealed.py): Fernet
+    # keys, newest first, separated by commas, or a file of them (one a line: a secret mount). Production
+    # refuses to start without; development makes one in data.key beside the SQLite file (var/data.key).
+    data_keys: str = field(default="", repr=False)
+    data_keys_file: str = ""
     # Identity (features/identity): seconds between reloads of the support identities (previous and linked
     # e-mails) from the database, so another instance's link is in effect here within that time; 0: never.
     identity_refresh: float = 2.0

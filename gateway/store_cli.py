@@ -3,6 +3,9 @@
     customer-graph audit export [--since ISO] [--until ISO] [--format jsonl|csv] [--output FILE]
     customer-graph audit verify
     customer-graph db upgrade
+    customer-graph db backup FILE | db restore FILE | db purge
+    customer-graph db keygen                  (a new data key: CG_DATA_KEYS)
+    customer-graph db rotate-keys             (every sealed value re-sealed with the newest data key)
     customer-graph policy table --grants      (the report below the table: grants_report)
 
 The database is ``--database-url``, else ``$CG_DATABASE_URL``, else the SQLite file ``var/gateway.db``.
@@ -32,7 +35,10 @@ from features.store.db import (
     database_url_from_env,
     normalise_url,
 )
+from features.store.rotation import Rotated, rotate_keys
+from features.store.sealed import SealedValueError, generate_key
 
+from .datakeys import open_database
 from .settings import SettingsError, load_settings, retention_key
 
 
@@ -53,7 +59,9 @@ def _database_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _open(url_arg: str | None, prog: str) -> Database | None:
+def _open(url_arg: str | None, prog: str, *, keys: bool = True) -> Database | None:
+    """The existing database (None: it is not there, said on stderr). ``keys``: with the configured data
+    keys (``SettingsError`` in production without them); a backup needs none (it copies ciphertext)."""
     url = url_arg or database_url_from_env()
     try:
         parsed = normalise_url(url)
@@ -65,7 +73,10 @@ def _open(url_arg: str | None, prog: str) -> Database | None:
         if path not in ("", ":memory:") and not Path(path).exists():
             print(f"{prog}: no gateway database at {path}", file=sys.stderr)
             return None
-    return Database(url)
+    if not keys:
+        return Database(url)
+    settings = load_settings()
+    return open_database(settings, url or settings.database_url or None)
 
 
 def audit_export_main(argv: Sequence[str] | None = None) -> int:
@@ -78,7 +89,7 @@ def audit_export_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", "-o", default="-", help="file to write (default: standard output)")
     _database_arg(parser)
     args = parser.parse_args(argv)
-    database = _open(args.database_url, parser.prog)
+    database = _open(args.database_url, parser.prog)  # the audit values are sealed: the keys open them
     if database is None:
         return 2
     fmt = cast(Literal["jsonl", "csv"], args.format)
@@ -119,7 +130,7 @@ def audit_verify_main(argv: Sequence[str] | None = None) -> int:
     )
     _database_arg(parser)
     args = parser.parse_args(argv)
-    database = _open(args.database_url, parser.prog)
+    database = _open(args.database_url, parser.prog)  # the audit values are sealed: the keys open them
     if database is None:
         return 2
 
@@ -164,8 +175,8 @@ def db_upgrade_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--revision", default="head")
     _database_arg(parser)
     args = parser.parse_args(argv)
-    try:
-        database = Database(args.database_url or database_url_from_env())
+    try:  # with the data keys: migration 0009 seals what is there
+        database = open_database(load_settings(), args.database_url or database_url_from_env())
     except DatabaseConfigError as exc:
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         return 2
@@ -179,6 +190,9 @@ def db_upgrade_main(argv: Sequence[str] | None = None) -> int:
 
     try:
         revision = asyncio.run(run())
+    except SealedValueError as exc:  # names a column, never a value
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # report the class only: driver messages may carry connection details
         print(f"{parser.prog}: failed ({type(exc).__name__})", file=sys.stderr)
         return 2
@@ -242,7 +256,7 @@ def db_backup_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("file", type=Path, help="the backup to write, e.g. gateway-2026-12-04.cgbak")
     _database_arg(parser)
     args = parser.parse_args(argv)
-    database = _open(args.database_url, parser.prog)
+    database = _open(args.database_url, parser.prog, keys=False)  # sealed values are copied as ciphertext
     if database is None:
         return 2
 
@@ -274,8 +288,8 @@ def db_restore_main(argv: Sequence[str] | None = None) -> int:
     )
     _database_arg(parser)
     args = parser.parse_args(argv)
-    try:  # a new database is fine: restore creates its tables
-        database = Database(args.database_url or database_url_from_env())
+    try:  # a new database is fine: restore creates its tables; the data keys must open the backup's
+        database = open_database(load_settings(), args.database_url or database_url_from_env())
     except DatabaseConfigError as exc:
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         return 2
@@ -288,7 +302,7 @@ def db_restore_main(argv: Sequence[str] | None = None) -> int:
 
     try:
         restored = asyncio.run(run())
-    except BackupError as exc:
+    except (BackupError, SealedValueError) as exc:
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # the class only
@@ -310,7 +324,7 @@ def db_purge_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
-        database = Database(args.database_url or settings.database_url or None)
+        database = open_database(settings, args.database_url)
     except (SettingsError, DatabaseConfigError) as exc:
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         return 2
@@ -337,5 +351,62 @@ def db_purge_main(argv: Sequence[str] | None = None) -> int:
         f"retention purge: {purged.pool_notes} pool notes, {purged.review_notes} review notes, "
         f"{purged.event_payloads} event payloads pseudonymised, {purged.audit_values} audit values, "
         f"{purged.access_reasons} access-request reasons, {purged.export_files} export files removed"
+    )
+    return 0
+
+
+def db_keygen_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="customer-graph db keygen",
+        description="Print a new data key (Fernet) for CG_DATA_KEYS / the data_keys_file. To rotate: put it "
+        "first in the list, roll the gateways, run 'db rotate-keys', then remove the old key.",
+    )
+    parser.parse_args(argv)
+    print(generate_key())
+    return 0
+
+
+def db_rotate_keys_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="customer-graph db rotate-keys",
+        description="Re-seal every sealed value with the newest data key (the first of CG_DATA_KEYS), in "
+        "batches; safe while gateways run, and to run again. Prints counts only.",
+    )
+    parser.add_argument("--batch", type=int, default=500, help="rows per transaction (default 500)")
+    _database_arg(parser)
+    args = parser.parse_args(argv)
+    if args.batch < 1:
+        print(f"{parser.prog}: --batch must be at least 1", file=sys.stderr)
+        return 2
+    database = _open(args.database_url, parser.prog)  # (no data keys in production: SettingsError, exit 2)
+    if database is None or database.sealer.keyring is None:
+        return 2
+    keyring = database.sealer.keyring
+
+    async def run() -> Rotated:
+        try:
+            await database.migrate()
+            return await rotate_keys(database, batch=args.batch)
+        finally:
+            await database.aclose()
+
+    try:
+        rotated = asyncio.run(run())
+    except SealedValueError as exc:  # names a column, never a value
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the class only
+        print(f"{parser.prog}: failed ({type(exc).__name__})", file=sys.stderr)
+        return 2
+    for name in sorted(rotated.resealed):
+        if rotated.resealed[name] or rotated.current[name] or rotated.changed[name]:
+            print(
+                f"{name}: {rotated.resealed[name]} re-sealed, {rotated.current[name]} already current, "
+                f"{rotated.changed[name]} changed meanwhile"
+            )
+    print(
+        f"rotate-keys: {rotated.total('resealed')} value(s) re-sealed with key {keyring.newest_id}, "
+        f"{rotated.total('current')} already current, {rotated.total('changed')} changed meanwhile"
+        + ("" if rotated.total("changed") == 0 else " (run again once every gateway lists the new key first)")
     )
     return 0

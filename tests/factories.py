@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from connectors.models import Account
+from features.store.sealed import Keyring
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -30,3 +31,15 @@ def make_account(account_no: str = "A-1", owner: str | None = None, region: str 
         updated_at=T0,
         version=1,
     )
+
+
+# Data keys of the tests' gateway databases (features/store/sealed.py): fixed, so a test may open what
+# another Database of the same test wrote. KEY_B and KEY_C are for rotation and wrong-key tests.
+KEY_A = "mBMPdMMnJXdmZbw1WFVIFIS6d0pAXLjT9s2wpvpR14U="
+KEY_B = "xJv-krBIf9jnmiC33paosY0h89r43tN1f31k1UHHR5E="
+KEY_C = "J_lfxK-tlZuPKapQ46HRCVCyikcnEuc3CqEg32f4M6A="
+
+
+def data_keyring(*keys: str) -> Keyring:
+    """The tests' data keys (KEY_A unless others are given), newest first."""
+    return Keyring(list(keys) or [KEY_A])

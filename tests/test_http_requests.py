@@ -12,6 +12,8 @@ import httpx
 import pytest
 from graphql import get_introspection_query
 
+from tests.factories import KEY_A
+
 from .gateway_client import GQL, assert_error_shape, bearer, codes, gateway
 
 TYPENAME = {"query": "{ __typename }"}
@@ -270,7 +272,7 @@ async def test_development_serves_graphiql_to_browsers_and_allows_introspection(
 
 
 async def test_production_turns_graphiql_and_introspection_off() -> None:
-    async with gateway(CG_ENVIRONMENT="production") as client:
+    async with gateway(CG_ENVIRONMENT="production", CG_DATA_KEYS=KEY_A) as client:
         page = await client.get("/graphql", headers={"accept": "text/html"})
         # twice: the refusal holds for a document already in the parser and validation caches
         first = await post(client, {"query": "{ __schema { queryType { name } } }"})
@@ -286,7 +288,9 @@ async def test_production_turns_graphiql_and_introspection_off() -> None:
 
 
 async def test_production_can_turn_introspection_and_graphiql_back_on() -> None:
-    async with gateway(CG_ENVIRONMENT="production", CG_INTROSPECTION="true", CG_GRAPHIQL="1") as client:
+    async with gateway(
+        CG_ENVIRONMENT="production", CG_DATA_KEYS=KEY_A, CG_INTROSPECTION="true", CG_GRAPHIQL="1"
+    ) as client:
         page = await client.get("/graphql", headers={"accept": "text/html"})
         schema = await post(client, {"query": "{ __schema { queryType { name } } }"})
     assert page.status_code == 200

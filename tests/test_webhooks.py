@@ -34,6 +34,7 @@ from gateway.events.poller import ContractsPoller
 from gateway.events.receiver import MAX_BODY, signature, verify
 from gateway.events.resolve import AccountResolver
 from gateway.settings import load_settings
+from tests.factories import data_keyring
 
 from .services import need_redis
 
@@ -409,7 +410,7 @@ class FakeRegister:
 
 
 async def test_poller_baseline_then_changes_once(tmp_path: Path) -> None:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path}/poll.db")
+    database = Database(f"sqlite+aiosqlite:///{tmp_path}/poll.db", keyring=data_keyring())
     await database.migrate()
     try:
         inbox = Inbox(database)

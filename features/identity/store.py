@@ -1,5 +1,8 @@
 """The identity tables in the gateway's database (``features/store/models.py``, migration 0005_identity).
 
+E-mails, notes and reasons are sealed (migration 0009_sealed): a lookup by e-mail compares the blind index
+(``email_idx == email`` binds the e-mail's keyed digest); inserted rows get theirs from the column default.
+
 Every method raises ``StoreUnavailable`` when the database fails. Values are as the matcher normalised
 them; blocking keys are digests (``match.hashed``).
 """
@@ -205,7 +208,7 @@ class IdentityStore:
                 identity_emails.update()
                 .where(
                     identity_emails.c.account_no == account_no,
-                    identity_emails.c.email == email,
+                    identity_emails.c.email_idx == email,  # the blind index: e-mails are sealed
                     identity_emails.c.removed_at.is_(None),
                 )
                 .values(removed_at=at, removed_by=actor, removed_reason=reason)
@@ -236,14 +239,15 @@ class IdentityStore:
             conn.execute(
                 identity_accounts.update()
                 .where(identity_accounts.c.account_no == account_no)
-                .values(email=None)
+                .values(email=None, email_idx=None)
             )
             conn.execute(identity_keys.delete().where(identity_keys.c.account_no == account_no))
             e, r = identity_emails, identity_requesters
+            written = sorted({*emails, *(x.strip().lower() for x in emails)})  # as typed, as normalised
             removed = conn.execute(
-                e.delete().where(sa.or_(e.c.account_no == account_no, e.c.email.in_(list(emails))))
+                e.delete().where(sa.or_(e.c.account_no == account_no, e.c.email_idx.in_(written)))
             )
-            requesters = conn.execute(r.delete().where(r.c.email.in_(list(emails))))
+            requesters = conn.execute(r.delete().where(r.c.email_idx.in_(written)))
             pairs = 0
             for table in (identity_pairs, identity_distinct):
                 pairs += conn.execute(
@@ -438,14 +442,18 @@ class IdentityStore:
             return
 
         def run(conn: Connection) -> None:
-            r = identity_requesters
+            r = identity_requesters  # keyed by the e-mail's blind index (the e-mail is sealed)
             erased = _forgotten(conn, unique, self.key)
             heard = [e for e in unique if e not in erased]
             if not heard:
                 return
-            known = {row[0] for row in conn.execute(sa.select(r.c.email).where(r.c.email.in_(heard)))}
-            if known:
-                conn.execute(r.update().where(r.c.email.in_(sorted(known))).values(last_seen=at))
+            known: set[str] = set()
+            for chunk in _chunks(heard):
+                known.update(
+                    row[0] for row in conn.execute(sa.select(r.c.email).where(r.c.email_idx.in_(chunk)))
+                )
+            for chunk in _chunks(sorted(known)):
+                conn.execute(r.update().where(r.c.email_idx.in_(chunk)).values(last_seen=at))
             new = [{"email": e, "first_seen": at, "last_seen": at} for e in heard if e not in known]
             if new:
                 conn.execute(r.insert(), new)
@@ -455,25 +463,28 @@ class IdentityStore:
     async def unmatched_requesters(
         self, *, after: str | None, first: int
     ) -> tuple[list[str], str | None, bool]:
-        """Requesters heard of whose e-mail is no account's current e-mail nor an active support identity."""
+        """Requesters heard of whose e-mail is no account's current e-mail nor an active support identity,
+        in the order of their blind index (sealed e-mails cannot be sorted in SQL; the order is stable)."""
 
         async def run() -> tuple[list[str], str | None, bool]:
             r, acc, em = identity_requesters, identity_accounts, identity_emails
+            digest = sa.type_coerce(r.c.email_idx, sa.String)  # compared as stored (the cursor's digest)
             query = (
-                sa.select(r.c.email)
-                .where(~sa.exists().where(acc.c.email == r.c.email))
-                .where(~sa.exists().where(em.c.email == r.c.email, em.c.removed_at.is_(None)))
-                .order_by(r.c.email)
+                sa.select(r.c.email, digest)
+                .where(~sa.exists().where(acc.c.email_idx == r.c.email_idx))
+                .where(~sa.exists().where(em.c.email_idx == r.c.email_idx, em.c.removed_at.is_(None)))
+                .order_by(digest)
                 .limit(first + 1)
             )
             if after is not None:
                 (last,) = decode_cursor("requesters", after, 1)
-                query = query.where(r.c.email > last)
+                query = query.where(digest > last)
             async with self.db.read() as conn:
-                emails = [row[0] for row in await conn.execute(query)]
-            more = len(emails) > first
-            emails = emails[:first]
-            return emails, (encode_cursor("requesters", emails[-1]) if emails else None), more
+                rows = [(row[0], row[1]) for row in await conn.execute(query)]
+            more = len(rows) > first
+            rows = rows[:first]
+            end = encode_cursor("requesters", rows[-1][1]) if rows else None
+            return [email for email, _ in rows], end, more
 
         return await self._guard(run)
 
@@ -506,7 +517,9 @@ def _add_email(
 ) -> bool:
     e = identity_emails
     exists = conn.execute(
-        sa.select(e.c.id).where(e.c.account_no == account_no, e.c.email == email, e.c.removed_at.is_(None))
+        sa.select(e.c.id).where(
+            e.c.account_no == account_no, e.c.email_idx == email, e.c.removed_at.is_(None)
+        )
     ).first()
     if exists is not None:
         return False

@@ -25,6 +25,7 @@ from typing import Any
 
 from features.store.audit import AuditLog
 from features.store.db import STORE_ERRORS, Database, StoreUnavailable
+from features.store.sealed import Keyring
 
 from . import rules
 from .claims import ClaimLock
@@ -54,6 +55,7 @@ class PoolService:
         *,
         database: Database | None = None,
         database_url: str | None = None,
+        keyring: Keyring | None = None,
         audit: AuditLog | None = None,
         evict: Evict | None = None,
         sweep_interval: float = 0.0,
@@ -66,6 +68,7 @@ class PoolService:
         self._database = database
         self._own_database = database is None
         self._database_url = database_url or None
+        self._keyring = keyring  # the data keys of a database this service opens itself
         self._audit = audit
         self._evict = evict
         self._callbacks: list[PoolEventCallback] = []
@@ -84,6 +87,7 @@ class PoolService:
         sales: Callable[[], SalesPort],
         *,
         database: Database | None = None,
+        keyring: Keyring | None = None,
         audit: AuditLog | None = None,
         evict: Evict | None = None,
     ) -> PoolService:
@@ -92,6 +96,7 @@ class PoolService:
             sales,
             database=database,
             database_url=getattr(settings, "database_url", "") or None,
+            keyring=keyring,
             audit=audit,
             evict=evict,
             sweep_interval=float(settings.pool_sweep_interval),
@@ -102,7 +107,7 @@ class PoolService:
     @property
     def database(self) -> Database:
         if self._database is None:
-            self._database = Database(self._database_url)
+            self._database = Database(self._database_url, keyring=self._keyring)
         return self._database
 
     async def ready(self) -> PoolStore:

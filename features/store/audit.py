@@ -20,7 +20,7 @@ hash, the chain and ``verify()`` stay intact: the trail keeps the fact (who, whe
 which field changed), not the value. A removed salt makes the commitment of a low-entropy value (a
 phone number) impossible to test guesses against. While a value is present ``verify()`` recomputes its
 commitment, so an edited value is caught like any other edit. Every redaction is itself a
-``maintenance`` record. (Migration 0009 moved chains written in the first format to this one after
+``maintenance`` record. (Migration 0010 moved chains written in the first format to this one after
 checking them; its ``maintenance`` record names the old head.)
 
 The last id and hash are also kept in ``audit_chain_head``, updated in the same transaction, so
@@ -86,6 +86,7 @@ from .models import (
     audit_log,
     audit_quarantine,
 )
+from .sealed import SealedValueError, sealer_of
 
 log = logging.getLogger(__name__)
 
@@ -576,7 +577,7 @@ SYSTEM_USER = "customer-graph"  # the user of records the gateway writes of its 
 
 def upgrade_chain_format(conn: Connection, chunk: int = 2000) -> int:
     """Move a chain written in the first format (values hashed in) to format 2 (values committed),
-    inside ``conn``'s transaction (migration 0009): check every record against its first-format hash,
+    inside ``conn``'s transaction (migration 0010): check every record against its first-format hash,
     give each value a salt, recompute the hashes from record 1, move the head, and append a
     ``maintenance`` record naming the old head (its id and hash, so the last checkpoint of the old
     chain can be matched to it). Raises ``ChainUpgradeError`` (nothing changed) when the old chain does
@@ -1132,6 +1133,7 @@ class AuditLog:
             sa.cast(c, sa.Text).label(c.name) if c.name in json_columns else c for c in audit_log.columns
         ]
         async with self.db.read() as conn:
+            sealer = sealer_of(conn.dialect)  # the values are sealed: read as stored, opened here
             head = (
                 await conn.execute(
                     sa.select(audit_chain_head.c.last_id, audit_chain_head.c.last_hash).where(
@@ -1203,7 +1205,14 @@ class AuditLog:
                     if row["prev_hash"] != prev:
                         return bad(checked, record_id, "its prev_hash is not the previous record's hash")
                     try:
-                        parsed = {c: json.loads(row[c]) if row[c] is not None else None for c in json_columns}
+                        parsed = {
+                            c: None
+                            if row[c] is None
+                            else json.loads(sealer.open(f"audit_log.{c}", row[c]))
+                            if c in VALUE_PARTS
+                            else json.loads(row[c])
+                            for c in json_columns
+                        }
                         committed = _committed(
                             parsed["before"],
                             parsed["after"],
@@ -1224,7 +1233,7 @@ class AuditLog:
                             row["grant_id"],
                             *committed,
                         )
-                    except (ValueError, TypeError, AttributeError):
+                    except (ValueError, TypeError, AttributeError, SealedValueError):
                         return bad(checked, record_id, "its contents cannot be read")
                     if chain_hash(prev, record_id, body) != row["hash"]:
                         return bad(checked, record_id, "its contents do not match its hash")

@@ -7,6 +7,12 @@ ISO 8601 with their offset. It is a logical copy, so a SQLite backup restores in
 ``restore`` brings the target to the same revision (migrations), refuses a target whose audit trail has
 records (``replace=True`` empties it first), writes every row in one transaction, moves PostgreSQL's
 sequences past the restored ids, and answers the audit chain's verification of the result.
+
+Sealed personal data (``sealed.py``) is written as it is stored: ciphertext, never plaintext, and blind
+indexes as their digests; a backup needs no data key. A restore writes them back as they were and needs the
+data keys that sealed them (or later ones that still list them): it checks that the configured keys open the
+backup's blind-index key before it commits, so a wrong key restores nothing. A backup from before migration
+0009 (plaintext) restores at its revision; the next start seals it.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .audit import AuditLog, VerifyResult
 from .db import Database
-from .models import UTCDateTime, audit_log, metadata
+from .models import UTCDateTime, audit_log, metadata, sealed_keys
+from .sealed import INDEX_KEY_NAME, SealedValueError, raw_table, sealer_of
 
 FORMAT = "customer-graph-backup/1"
 _CHUNK = 1000
@@ -65,9 +72,10 @@ async def backup(database: Database, path: Path) -> dict[str, int]:
             }
             out.write(orjson.dumps(header) + b"\n")
             for table in metadata.sorted_tables:
-                keys = [c for c in table.primary_key.columns]
+                stored = raw_table(table)  # sealed columns as their ciphertext
+                keys = [c for c in stored.primary_key.columns]
                 result = await conn.stream(
-                    sa.select(table).order_by(*keys).execution_options(yield_per=_CHUNK)
+                    sa.select(stored).order_by(*keys).execution_options(yield_per=_CHUNK)
                 )
                 async for row in result.mappings():
                     line = {"t": str(table.name), "r": {str(k): _encode(v) for k, v in row.items()}}
@@ -94,16 +102,25 @@ async def restore(database: Database, path: Path, *, replace: bool = False) -> R
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise BackupError("not a customer-graph backup (format)")
     revision = header.get("revision")
-    await database.migrate(str(revision) if revision else "head")
+    # (the keys are checked against the backup's own blind-index key, below, not the target's)
+    await database.migrate(str(revision) if revision else "head", open_keys=False)
     if await database.current_revision() != revision:
         raise BackupError(f"the database is at a later revision than the backup ({revision})")
-    tables = {t.name: t for t in metadata.sorted_tables}
+    async with database.engine.connect() as conn:  # the tables (and columns) at the backup's revision
+        present = await conn.run_sync(_present)
+    # as stored: ciphertext in, no defaults (a blind index is restored, not computed)
+    sealed = sealed_keys.name in present  # else a backup from before migration 0009: plain values
+    tables = {
+        t.name: raw_table(t, present[t.name], sealed=sealed)
+        for t in metadata.sorted_tables
+        if t.name in present
+    }
     counts: dict[str, int] = dict.fromkeys(tables, 0)
-    async with database.write_transaction() as conn:
+    async with database.write_transaction(open_keys=False) as conn:
         used = (await conn.execute(sa.select(sa.func.count()).select_from(audit_log))).scalar_one()
         if used and not replace:
             raise BackupError("the target database has audit records: restore into an empty one (or replace)")
-        for table in reversed(metadata.sorted_tables):  # what migrations seeded, or what is replaced
+        for table in reversed(list(tables.values())):  # what migrations seeded, or what is replaced
             await conn.execute(table.delete())
         pending: dict[str, list[dict[str, Any]]] = {}
         decoders = {name: _decoders(t) for name, t in tables.items()}
@@ -129,7 +146,10 @@ async def restore(database: Database, path: Path, *, replace: bool = False) -> R
         for name in order:
             await _flush(conn, tables[name], pending, counts)
         if database.is_postgresql:
-            await _move_sequences(conn)
+            await _move_sequences(conn, tables)
+        if sealed_keys.name in tables:
+            await conn.run_sync(_check_keys)
+    await database.reload_keys()
     expected = header.get("rows") or {}
     for name, count in counts.items():
         if int(expected.get(name, count)) != count:
@@ -147,9 +167,36 @@ async def _flush(
         counts[table.name] += len(rows)
 
 
-async def _move_sequences(conn: AsyncConnection) -> None:
+def _present(conn: sa.Connection) -> dict[str, set[str]]:
+    inspector = sa.inspect(conn)
+    names = set(inspector.get_table_names())
+    return {
+        t.name: {c["name"] for c in inspector.get_columns(t.name)}
+        for t in metadata.sorted_tables
+        if t.name in names
+    }
+
+
+def _check_keys(conn: sa.Connection) -> None:
+    """Do the configured data keys open what was restored? (Before the commit: else nothing is restored.)"""
+    raw = raw_table(sealed_keys)
+    value = conn.execute(sa.select(raw.c.value).where(raw.c.name == INDEX_KEY_NAME)).scalar_one_or_none()
+    if value is None:
+        return
+    try:
+        sealer_of(conn.dialect).open("sealed_keys.value", value)
+    except SealedValueError:
+        raise BackupError(
+            "the backup's personal data is sealed with data keys that are not configured here "
+            "(CG_DATA_KEYS must list the key it was sealed with): nothing restored"
+        ) from None
+
+
+async def _move_sequences(conn: AsyncConnection, tables: Mapping[str, sa.Table]) -> None:
     """PostgreSQL: each identity / serial column's sequence past the highest restored id."""
     for table in metadata.sorted_tables:
+        if table.name not in tables:
+            continue
         column = table.autoincrement_column
         if column is not None:
             await conn.execute(

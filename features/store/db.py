@@ -24,6 +24,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -33,6 +34,8 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+
+from .sealed import INDEX_KEY_NAME, Keyring, Sealer, attach, decode_index_key, new_index_key
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +99,10 @@ class Database:
 
     ``schema`` (PostgreSQL only; or ``?schema=`` in the URL): the schema the tables live in (created by
     ``migrate()``), set as the connections' ``search_path``. ``connect_timeout``: seconds to open a
-    connection before giving up.
+    connection before giving up. ``keyring``: the data keys that seal personal data (``sealed.py``);
+    without it a sealed column can be neither written nor read (backups need none: they copy ciphertext).
+    Statements' parameters are never put in error messages or logs (``hide_parameters``): they hold
+    personal data before it is sealed.
     """
 
     def __init__(
@@ -108,8 +114,10 @@ class Database:
         statement_timeout: float = 10.0,
         pool_size: int = 10,
         echo: bool = False,
+        keyring: Keyring | None = None,
     ) -> None:
         self.url = normalise_url(url)
+        self.sealer = Sealer(keyring)
         self.dialect = self.url.get_backend_name()  # "sqlite" | "postgresql"
         if "schema" in self.url.query:  # postgresql+asyncpg://host/db?schema=gateway
             query_schema = self.url.query["schema"]
@@ -128,7 +136,7 @@ class Database:
         self._echo = echo
         self._writer: Engine | None = None
         self._writer_executor: ThreadPoolExecutor | None = None
-        kwargs: dict[str, Any] = {"echo": echo}
+        kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if self.dialect == "sqlite":
             self.engine = self._sqlite_engine(kwargs, connect_timeout)
         else:
@@ -148,6 +156,7 @@ class Database:
                 },
                 **kwargs,
             )
+        attach(self.engine.sync_engine.dialect, self.sealer)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> Database:
@@ -175,8 +184,10 @@ class Database:
                 # the connection is made and used on the writer thread, but disposed of from elsewhere
                 connect_args={"timeout": self.connect_timeout, "check_same_thread": False},
                 echo=self._echo,
+                hide_parameters=True,
             )
             _sqlite_events(engine, self.connect_timeout)
+            attach(engine.dialect, self.sealer)
             self._writer = engine.execution_options(cg_sqlite_immediate=True)
             self._writer_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
         return self._writer, self._writer_executor
@@ -199,9 +210,12 @@ class Database:
     # --- transactions ---------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def write_transaction(self) -> AsyncIterator[AsyncConnection]:
+    async def write_transaction(self, *, open_keys: bool = True) -> AsyncIterator[AsyncConnection]:
         """A transaction that takes the write lock at once (SQLite ``BEGIN IMMEDIATE``) or runs READ
-        COMMITTED (PostgreSQL: each statement sees what committed before it, e.g. after a lock wait)."""
+        COMMITTED (PostgreSQL: each statement sees what committed before it, e.g. after a lock wait).
+        ``open_keys`` False: without loading the blind-index key first (a restore replaces it)."""
+        if open_keys:
+            await self._index_key()
         async with self.engine.connect() as conn:
             if self.is_sqlite:
                 await conn.execution_options(cg_sqlite_immediate=True)
@@ -220,6 +234,7 @@ class Database:
         Cancelled while the writer thread runs ``fn``, the transaction still ends (commits or rolls
         back) on that thread; cancelled before it started, it never runs. The writer runs one
         transaction at a time, in the order they were asked for."""
+        await self._index_key()
         if not self._sqlite_file:
             async with self.write_transaction() as conn:
                 return await conn.run_sync(fn, *args, **kwargs)
@@ -230,14 +245,18 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only use of one connection (one transaction, rolled back at the end)."""
+        await self._index_key()
         async with self.engine.connect() as conn:
             yield conn
 
     # --- lifecycle ------------------------------------------------------------------------------
 
-    async def migrate(self, revision: str = "head") -> None:
+    async def migrate(self, revision: str = "head", *, open_keys: bool = True) -> None:
         """Upgrade the tables to ``revision`` (Alembic). Safe when several gateways start at once on one
-        PostgreSQL (an advisory lock serialises them) and on an existing, up-to-date database."""
+        PostgreSQL (an advisory lock serialises them) and on an existing, up-to-date database. Then (unless
+        ``open_keys`` is False: a restore) the blind-index key is made if there is none, and opened with the
+        data keys: wrong keys fail here, at start (``SealedValueError``)."""
+        load = functools.partial(self._load_index_key, create=True) if open_keys else _nothing
         from .migrations import upgrade
 
         async with self.engine.connect() as conn:
@@ -249,12 +268,48 @@ class Database:
                     if self.schema is not None:
                         await conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
                     await conn.run_sync(upgrade, revision)
+                    await conn.run_sync(load)
             else:
                 await self._sqlite_wal(conn)
                 await conn.execution_options(cg_sqlite_immediate=True)
                 async with conn.begin():
                     await conn.run_sync(upgrade, revision)
+                    await conn.run_sync(load)
         log.info("gateway database at revision %s (%s)", revision, self.dialect)
+
+    def _load_index_key(self, conn: Connection, create: bool = False) -> None:
+        """Open this database's blind-index key (``sealed_keys``) with the data keys: a keyring that cannot
+        (the wrong keys) fails here, at start, with ``SealedValueError``. ``create`` (``migrate()``, under
+        its lock): make the key when the database has none yet. Nothing to do without a keyring or before
+        migration 0009."""
+        if self.sealer.keyring is None or not sa.inspect(conn).has_table("sealed_keys"):
+            return
+        from .models import sealed_keys
+
+        query = sa.select(sealed_keys.c.value).where(sealed_keys.c.name == INDEX_KEY_NAME)
+        value = conn.execute(query).scalar_one_or_none()
+        if value is None and create:
+            conn.execute(
+                sealed_keys.insert().values(
+                    name=INDEX_KEY_NAME, value=new_index_key(), created_at=datetime.now(UTC)
+                )
+            )
+            value = conn.execute(query).scalar_one()
+        if value is not None:
+            self.sealer.index_key = decode_index_key(value)
+
+    async def reload_keys(self) -> None:
+        """Read the blind-index key again (after a restore replaced it)."""
+        self.sealer.index_key = None
+        await self._index_key()
+
+    async def _index_key(self) -> None:
+        """Before a transaction: the blind-index key, when it was not loaded yet (``migrate()`` loads it;
+        a Database used on a migrated database without ``migrate()`` loads it here, once)."""
+        if self.sealer.index_key is not None or self.sealer.keyring is None:
+            return
+        async with self.engine.connect() as conn:
+            await conn.run_sync(self._load_index_key)
 
     async def _sqlite_wal(self, conn: AsyncConnection) -> None:
         """Put the file in WAL mode (persistent): readers never block the appending writer."""
@@ -304,6 +359,17 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({self.safe_url!r})"
+
+
+def _nothing(conn: Connection) -> None:
+    return None
+
+
+def sqlite_file(url: URL) -> str | None:
+    """The SQLite file a (normalised) URL names; None for PostgreSQL and in-memory SQLite."""
+    if url.get_backend_name() != "sqlite" or _sqlite_in_memory(url.database):
+        return None
+    return str(url.database)
 
 
 def _sqlite_in_memory(database: str | None) -> bool:

@@ -8,6 +8,10 @@
 ``audit_chain_head`` one row: the last record's id and hash, updated in the same transaction as every
                      append, so that cutting records off the end of the chain is evident as well.
 ``access_requests``  access requests and, once approved, the grants they are (grant id = request id).
+
+Personal data is sealed at rest (``sealed.py``, migration 0009_sealed): columns typed ``Sealed`` /
+``SealedJSON`` hold ciphertext the data keys open; what is looked up by value has a ``BlindIndex`` column
+beside it (``email_idx``, ``tax_id_idx``: a keyed digest) that queries compare instead.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
+
+from .sealed import BlindIndex, Sealed, SealedJSON, index_of
 
 GENESIS_HASH = "0" * 64  # prev_hash of the first record
 CHAIN_HEAD_ID = 1
@@ -62,9 +68,10 @@ audit_log = sa.Table(
     sa.Column("customers", sa.JSON(), nullable=False),
     sa.Column("fields", sa.JSON(), nullable=False),
     sa.Column("grant_id", sa.Text(), nullable=True),
-    sa.Column("before", sa.JSON(none_as_null=True), nullable=True),
-    sa.Column("after", sa.JSON(none_as_null=True), nullable=True),
-    sa.Column("detail", sa.JSON(none_as_null=True), nullable=True),
+    # a write's values, a search term…: sealed (migration 0010); the chain commits to them, not to ciphertext
+    sa.Column("before", SealedJSON("audit_log.before"), nullable=True),
+    sa.Column("after", SealedJSON("audit_log.after"), nullable=True),
+    sa.Column("detail", SealedJSON("audit_log.detail"), nullable=True),
     # path → salt of each value present (``before.email``); path → commitment of each value redacted
     sa.Column("salts", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("redactions", sa.JSON(none_as_null=True), nullable=True),
@@ -109,7 +116,7 @@ access_requests = sa.Table(
     sa.Column("account_region", sa.Text(), nullable=False),
     sa.Column("account_owner", sa.Text(), nullable=True),
     sa.Column("fields", sa.JSON(), nullable=False),
-    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("reason", Sealed("access_requests.reason"), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),  # pending | approved | denied | revoked
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("decided_by", sa.Text(), nullable=True),
@@ -118,7 +125,9 @@ access_requests = sa.Table(
     # revoked (migration 0006): who ended the grant early, when and why; status becomes "revoked"
     sa.Column("revoked_by", sa.Text(), nullable=True),
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
-    sa.Column("revoke_reason", sa.Text(), nullable=True),
+    sa.Column("revoke_reason", Sealed("access_requests.revoke_reason"), nullable=True),
+    # when retention or an erasure removed the reasons (migration 0011; they are sealed: SQL cannot tell)
+    sa.Column("reasons_removed_at", UTCDateTime(), nullable=True),
     sa.Index("ix_access_requests_grants", "requester_sub", "status", "expires_at"),
     sa.Index("ix_access_requests_mine", "requester_sub", "created_at", "id"),
     sa.Index("ix_access_requests_queue", "status", "account_region", "created_at", "id"),
@@ -142,7 +151,7 @@ pool_history = sa.Table(
     sa.Column("owner_id", sa.Text(), nullable=True),
     sa.Column("actor", sa.Text(), nullable=False),
     sa.Column("reason", sa.String(32), nullable=True),
-    sa.Column("note", sa.Text(), nullable=True),
+    sa.Column("note", Sealed("pool_history.note"), nullable=True),
     sa.Column("sales_stamp", UTCDateTime(), nullable=True),
     sa.Column("request_id", sa.Text(), nullable=True),
     sa.Column("dedupe_key", sa.Text(), nullable=True),
@@ -179,15 +188,23 @@ event_inbox = sa.Table(
     sa.Column("event_id", sa.String(200), nullable=False),
     sa.Column("type", sa.String(64), nullable=False),  # the system's own: account.updated, ticket.created…
     sa.Column("account_no", sa.Text(), nullable=True),  # sales events
-    sa.Column("email", sa.Text(), nullable=True),  # support events: the requester
-    sa.Column("tax_id", sa.Text(), nullable=True),  # register changes: the party
+    sa.Column("email", Sealed("event_inbox.email"), nullable=True),  # support events: the requester
+    sa.Column("tax_id", Sealed("event_inbox.tax_id"), nullable=True),  # register changes: the party
     sa.Column("occurred_at", UTCDateTime(), nullable=True),  # when the system says it happened
-    sa.Column("detail", sa.JSON(none_as_null=True), nullable=True),  # ticket_id, contract_id, confidential…
+    # ticket_id, contract_id, confidential, party_name…
+    sa.Column("detail", SealedJSON("event_inbox.detail"), nullable=True),
     sa.Column("received_at", UTCDateTime(), nullable=False),
     sa.Column("published_at", UTCDateTime(), nullable=True),
+    # (migration 0009_sealed) the blind indexes of email and tax_id (lookups by value), and when the
+    # retention purge pseudonymised the payload (null: not yet)
+    sa.Column("email_idx", BlindIndex("event_inbox.email"), nullable=True, default=index_of("email")),
+    sa.Column("tax_id_idx", BlindIndex("event_inbox.tax_id"), nullable=True, default=index_of("tax_id")),
+    sa.Column("payload_purged_at", UTCDateTime(), nullable=True),
     sa.Index("ux_event_inbox_source_event", "source", "event_id", unique=True),
     sa.Index("ix_event_inbox_pending", "published_at", "id"),
     sa.Index("ix_event_inbox_source_received", "source", "received_at"),
+    sa.Index("ix_event_inbox_email", "email_idx"),
+    sa.Index("ix_event_inbox_tax_id", "tax_id_idx"),
 )
 
 # --- audit integrity (migration 0004_audit_integrity) ----------------------------------------------
@@ -203,7 +220,7 @@ audit_quarantine = sa.Table(
     metadata,
     sa.Column("qid", BigId, primary_key=True, autoincrement=True),
     sa.Column("record_id", BigId, nullable=False),
-    sa.Column("row", sa.JSON(), nullable=False),  # the row as it was found, every column
+    sa.Column("row", SealedJSON("audit_quarantine.row"), nullable=False),  # the row as found, every column
     sa.Column("quarantined_at", UTCDateTime(), nullable=False),
 )
 
@@ -224,7 +241,8 @@ write_intents = sa.Table(
 # --- identity (features/identity; migration 0005_identity) ------------------------------------------
 # ``identity_keys``        blocking keys of every sales account the gateway has looked at (a scan, a change
 #                          event, a write): a digest of the normalised value (tax id, e-mail, phone, company
-#                          name, contact + region), never the value. Accounts sharing a key are compared.
+#                          name, contact + region), never the value, stored as its blind index (keyed).
+#                          Accounts sharing a key are compared.
 # ``identity_accounts``    per account: the e-mail last seen on it (to notice a change and keep the old one
 #                          as a support identity) and which contact fields it lacks (``missing``, bit flags).
 # ``identity_emails``      support identities besides the current e-mail: ``previous`` (the account had it;
@@ -237,7 +255,9 @@ write_intents = sa.Table(
 identity_keys = sa.Table(
     "identity_keys",
     metadata,
-    sa.Column("key", sa.String(40), primary_key=True),
+    # (migration 0009_sealed) the blind index of the digest: a digest alone of a phone number or an e-mail
+    # is found again by hashing guesses; keyed, only with the database's index key
+    sa.Column("key", BlindIndex("identity_keys.key"), primary_key=True),
     sa.Column("account_no", sa.String(32), primary_key=True),
     sa.Index("ix_identity_keys_account", "account_no"),
 )
@@ -246,12 +266,13 @@ identity_accounts = sa.Table(
     "identity_accounts",
     metadata,
     sa.Column("account_no", sa.String(32), primary_key=True),
-    sa.Column("email", sa.Text(), nullable=True),
+    sa.Column("email", Sealed("identity_accounts.email"), nullable=True),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("region", sa.String(16), nullable=False),
     sa.Column("missing", sa.Integer(), nullable=False),
     sa.Column("seen_at", UTCDateTime(), nullable=False),
-    sa.Index("ix_identity_accounts_email", "email"),
+    sa.Column("email_idx", BlindIndex("identity_accounts.email"), nullable=True, default=index_of("email")),
+    sa.Index("ix_identity_accounts_email", "email_idx"),
     sa.Index("ix_identity_accounts_missing", "missing", "account_no"),
 )
 
@@ -260,17 +281,18 @@ identity_emails = sa.Table(
     metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("account_no", sa.String(32), nullable=False),
-    sa.Column("email", sa.Text(), nullable=False),
+    sa.Column("email", Sealed("identity_emails.email"), nullable=False),
     sa.Column("origin", sa.String(16), nullable=False),  # previous | linked
     sa.Column("source", sa.String(16), nullable=False),  # gateway | event | scan | steward
     sa.Column("actor", sa.Text(), nullable=False),
-    sa.Column("note", sa.Text(), nullable=True),
+    sa.Column("note", Sealed("identity_emails.note"), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("removed_at", UTCDateTime(), nullable=True),
     sa.Column("removed_by", sa.Text(), nullable=True),
-    sa.Column("removed_reason", sa.Text(), nullable=True),
+    sa.Column("removed_reason", Sealed("identity_emails.removed_reason"), nullable=True),
+    sa.Column("email_idx", BlindIndex("identity_emails.email"), nullable=False, default=index_of("email")),
     sa.Index("ix_identity_emails_account", "account_no", "removed_at"),
-    sa.Index("ix_identity_emails_email", "email"),
+    sa.Index("ix_identity_emails_email", "email_idx"),
 )
 
 identity_pairs = sa.Table(
@@ -292,14 +314,18 @@ identity_distinct = sa.Table(
     sa.Column("a", sa.String(32), primary_key=True),
     sa.Column("b", sa.String(32), primary_key=True),
     sa.Column("actor", sa.Text(), nullable=False),
-    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("reason", Sealed("identity_distinct.reason"), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
 )
 
 identity_requesters = sa.Table(
     "identity_requesters",
     metadata,
-    sa.Column("email", sa.Text(), primary_key=True),
+    # (migration 0009_sealed) keyed by the e-mail's blind index; the e-mail itself sealed
+    sa.Column(
+        "email_idx", BlindIndex("identity_requesters.email"), primary_key=True, default=index_of("email")
+    ),
+    sa.Column("email", Sealed("identity_requesters.email"), nullable=False),
     sa.Column("first_seen", UTCDateTime(), nullable=False),
     sa.Column("last_seen", UTCDateTime(), nullable=False),
 )
@@ -317,13 +343,13 @@ pool_reviews = sa.Table(
     sa.Column("region", sa.String(16), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),  # pending | approved | returned | cleanup
     sa.Column("cause", sa.String(32), nullable=False),
-    sa.Column("note", sa.Text(), nullable=True),
+    sa.Column("note", Sealed("pool_reviews.note"), nullable=True),
     sa.Column("previous_owner", sa.Text(), nullable=True),
     sa.Column("entered_at", UTCDateTime(), nullable=False),
     sa.Column("entered_by", sa.Text(), nullable=False),
     sa.Column("decided_by", sa.Text(), nullable=True),
     sa.Column("decided_at", UTCDateTime(), nullable=True),
-    sa.Column("decision_note", sa.Text(), nullable=True),
+    sa.Column("decision_note", Sealed("pool_reviews.decision_note"), nullable=True),
     sa.Index("ix_pool_reviews_account", "account_no", "id"),
     sa.Index("ix_pool_reviews_state", "state", "region", "id"),
 )
@@ -348,7 +374,18 @@ data_requests = sa.Table(
     sa.Index("ix_data_requests_account", "account_no", "created_at"),
 )
 
-# --- erasure (features/erasure.py; migration 0010_erasures) -----------------------------------------
+# --- sealed personal data (features/store/sealed.py; migration 0009_sealed) ---------------------------
+# ``sealed_keys``  keys the database keeps itself, sealed with the data keys: ``blind_index``, the key of
+#                  every BlindIndex column (made once; it never rotates, the data keys sealing it do).
+sealed_keys = sa.Table(
+    "sealed_keys",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("value", Sealed("sealed_keys.value"), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# --- erasure (features/erasure.py; migration 0011_erasures) -----------------------------------------
 # ``erasures``           a data subject's erasure: asked by one privacy officer, approved by another, then
 #                        carried out system by system (``steps``: system → status, note, at). ``pending``
 #                        holds the values being erased only while it runs (what the gateway looks for in its
@@ -360,17 +397,16 @@ erasures = sa.Table(
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("account_no", sa.Text(), nullable=False),
-    sa.Column("reason", sa.Text(), nullable=False),
-    sa.Column(
-        "status", sa.String(24), nullable=False
-    ),  # pending_approval | rejected | running | done | failed
+    sa.Column("reason", Sealed("erasures.reason"), nullable=False),
+    # pending_approval | rejected | running | done | failed
+    sa.Column("status", sa.String(24), nullable=False),
     sa.Column("requested_by", sa.Text(), nullable=False),
     sa.Column("requested_at", UTCDateTime(), nullable=False),
     sa.Column("decided_by", sa.Text(), nullable=True),
     sa.Column("decided_at", UTCDateTime(), nullable=True),
-    sa.Column("decision_note", sa.Text(), nullable=True),
+    sa.Column("decision_note", Sealed("erasures.decision_note"), nullable=True),
     sa.Column("steps", sa.JSON(), nullable=False),
-    sa.Column("pending", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("pending", SealedJSON("erasures.pending"), nullable=True),
     sa.Column("heartbeat_at", UTCDateTime(), nullable=True),
     sa.Column("finished_at", UTCDateTime(), nullable=True),
     sa.Index("ix_erasures_account", "account_no", "requested_at"),

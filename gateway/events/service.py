@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from features.store.db import Database, StoreUnavailable
 from gateway.cache import EntityCache
+from gateway.datakeys import open_database
 from gateway.settings import Settings
 from policies import Policy
 from policies.guard import Guard
@@ -78,7 +79,7 @@ class LiveUpdates:
     @property
     def database(self) -> Database:
         if self._database is None:
-            self._database = Database(self.settings.database_url or None)
+            self._database = open_database(self.settings)
         return self._database
 
     async def start(self, *, publish: bool = True, poll: bool = True) -> None:

@@ -134,9 +134,12 @@ def test_the_demo_prints_tokens_once_it_answers_and_more_can_be_minted(tmp_path:
         process.wait(timeout=30)
 
 
-def test_serve_takes_host_and_port(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_takes_host_and_port(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     seen: dict[str, object] = {}
     import uvicorn
+
+    monkeypatch.chdir(tmp_path)  # serve migrates its database (var/gateway.db) before it serves
+    monkeypatch.delenv("CG_DATABASE_URL", raising=False)
 
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
     monkeypatch.setenv("CG_JWT_SECRET", "serve-test-secret-0123456789abcdef")

@@ -13,8 +13,10 @@ import pytest
 
 from demo.data import DemoExamples
 from demo.servers import DemoSystems
+from features.store import Database
 from gateway.app import create_app
 from gateway.auth import issue_token
+from gateway.datakeys import open_database
 from gateway.settings import Settings, load_settings
 
 SECRET = "e2e-test-secret-0123456789abcdef"
@@ -114,3 +116,9 @@ def customer_id(account_no: str) -> str:
 
 # A running gateway over in-memory demo systems (tests/e2e/running.py), one per test module.
 from .running import live, quiet  # noqa: E402, F401
+
+
+def keyed_database(url: str | None) -> Database:
+    """The gateway database at ``url`` with the data keys a development gateway of these tests uses (the key
+    file beside the SQLite file, else ``var/data.key``): it opens the sealed values the gateway wrote."""
+    return open_database(load_settings(environ={}), url)

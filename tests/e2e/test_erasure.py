@@ -17,12 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from demo.data import DemoExamples
 from demo.servers import DemoSystems
 from features.erasure import STALE_AFTER
-from features.store import AuditLog, Database
-from features.store.models import erasures
+from features.store import AuditLog
+from features.store.models import erasures, metadata
 from gateway.app import Gateway, create_app
 from gateway.upstreams import build_upstreams
 
@@ -124,6 +125,15 @@ async def _ok(
     return result
 
 
+async def _opened(gateway: Gateway) -> str:
+    """Every table of the gateway database read with its data keys (sealed values opened), as text."""
+    opened: dict[str, Any] = {}
+    async with gateway.database.read() as db:
+        for table in metadata.sorted_tables:
+            opened[table.name] = [dict(r) for r in (await db.execute(sa.select(table))).mappings()]
+    return json.dumps(opened, ensure_ascii=False, default=str)
+
+
 async def _until_done(graph: Graph, erasure_id: str) -> dict[str, Any]:
     for _ in range(400):
         state = (await _ok(graph, FOLLOW, {"id": erasure_id}, PRIVACY, "u-dpo-a"))["data"]["erasureRequest"]
@@ -166,6 +176,7 @@ async def test_an_erasure_leaves_no_erased_value_in_any_answer(setup: Setup, exa
     # every role reads the customer now: the caches are warm with its values
     for roles, sub in [*EVERY_ROLE, (["sales_rep"], owner)]:
         await graph.query(CUSTOMER, {"id": cid}, roles=roles, sub=sub)  # some fields denied: partial
+    assert raw["contact_name"] in await _opened(setup.gateway)  # the rep's search term: the probe can tell
     before = json.dumps(
         await graph.query(CUSTOMER, {"id": cid}, roles=["data_steward"], sub="u-steward"), ensure_ascii=False
     )
@@ -231,19 +242,16 @@ async def test_an_erasure_leaves_no_erased_value_in_any_answer(setup: Setup, exa
     gone = await graph.client.get(exported["jsonUrl"], headers={"Authorization": _bearer("u-dpo-a")})
     assert gone.status_code == 404
     await setup.gateway.audit.aclose()
-    with sqlite3.connect(setup.folder / "gateway.db") as conn:
+    with sqlite3.connect(setup.folder / "gateway.db") as conn:  # the file as stored
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        dump = json.dumps(
+        stored = json.dumps(
             {t: conn.execute(f'SELECT * FROM "{t}"').fetchall() for t in tables},
             ensure_ascii=False,
             default=str,
         )
+    dump = stored + await _opened(setup.gateway)
     assert not [form for form in erased if form in dump]
-    database = Database(f"sqlite+aiosqlite:///{setup.folder}/gateway.db")
-    try:
-        assert (await AuditLog(database).verify()).ok
-    finally:
-        await database.aclose()
+    assert (await AuditLog(setup.gateway.database).verify()).ok
 
 
 async def test_a_rejected_erasure_changes_nothing(setup: Setup, examples: DemoExamples) -> None:
@@ -316,16 +324,12 @@ async def test_an_erasure_whose_instance_stopped_runs_on_elsewhere(
     )
     erasure_id = asked["data"]["requestErasure"]["id"]
     stopped = datetime.now(UTC) - STALE_AFTER - timedelta(seconds=1)
-    database = Database(f"sqlite+aiosqlite:///{setup.folder}/gateway.db")
-    try:
-        async with database.write_transaction() as conn:
-            await conn.execute(
-                erasures.update()
-                .where(erasures.c.id == erasure_id)
-                .values(status="running", decided_by="u-dpo-b", decided_at=stopped, heartbeat_at=stopped)
-            )
-    finally:
-        await database.aclose()
+    async with setup.gateway.database.write_transaction() as conn:
+        await conn.execute(
+            erasures.update()
+            .where(erasures.c.id == erasure_id)
+            .values(status="running", decided_by="u-dpo-b", decided_at=stopped, heartbeat_at=stopped)
+        )
     assert await setup.gateway.privacy.resume_stopped() == 1
     assert await setup.gateway.privacy.resume_stopped() == 0  # taken once
     done = await _until_done(graph, erasure_id)

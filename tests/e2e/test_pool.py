@@ -25,11 +25,11 @@ from sqlalchemy.engine import make_url
 from demo.data import DemoExamples
 from demo.servers import DemoSystems
 from features.pool import PoolEvent, PoolService
-from features.store import AuditFilter, AuditLog, Database
+from features.store import AuditFilter, AuditLog
 from gateway.app import create_app
 from tests.store.conftest import _reachable, pg_test_url, services_required
 
-from .conftest import Graph, customer_id, settings_for
+from .conftest import Graph, customer_id, keyed_database, settings_for
 
 CUSTOMERS = 200
 SEED = 31
@@ -439,7 +439,7 @@ async def test_sweep_recycles_the_due_ones_and_is_idempotent(
     assert {e.owner_id for e in events if e.kind == "recycled"} <= set(owners.values())
 
     # audited, and in the history
-    database = Database(db_url)
+    database = keyed_database(db_url)
     try:
         sample = sorted(due)[0]
         page = await AuditLog(database).query(AuditFilter(customer_id=sample, kinds={"pool"}))
@@ -544,7 +544,7 @@ async def test_two_gateway_instances_sweep_once_postgresql(systems: DemoSystems)
     try:
         await _two_instances(systems, f"{url}?schema={schema}")
     finally:
-        admin = Database(url)
+        admin = keyed_database(url)
         try:
             async with admin.engine.begin() as conn:
                 await conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
@@ -566,7 +566,7 @@ async def _two_instances(systems: DemoSystems, url: str) -> None:
         # the lock is free again: the other instance's next pass runs, and finds nothing to do
         again = await two.pool.sweep(now=now)
         assert again.ran and again.recycled == 0
-        database = Database(url)
+        database = keyed_database(url)
         try:
             async with database.engine.connect() as conn:
                 count = (
@@ -587,7 +587,7 @@ async def test_scheduled_sweep_runs_inside_the_gateway(systems: DemoSystems, db_
         assert pool._task is not None
         for _ in range(100):
             await asyncio.sleep(0.05)
-            database = Database(db_url)
+            database = keyed_database(db_url)
             try:
                 async with database.engine.connect() as conn:
                     done = (

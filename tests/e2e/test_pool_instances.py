@@ -13,7 +13,7 @@ import pytest
 from demo.data import DemoExamples
 from demo.servers import DemoSystems
 
-from .conftest import customer_id
+from .conftest import customer_id, keyed_database
 from .test_pool import CLAIM, all_accounts, error, examples, gateway, pool_data, rep_token, systems  # noqa: F401
 
 
@@ -27,9 +27,8 @@ async def shared_db(
     url: str = request.getfixturevalue("pg_url")
     schema = f"cg_pool_{uuid.uuid4().hex[:10]}"
     yield f"{url}?schema={schema}"
-    from features.store import Database
 
-    db = Database(url)
+    db = keyed_database(url)
     try:
         async with db.engine.begin() as conn:
             import sqlalchemy as sa

@@ -21,7 +21,7 @@ from demo.servers import DemoSystems
 from gateway.auth import issue_token
 from tests.store.conftest import pg_url, run_elsewhere  # noqa: F401 (pg_url: the fixture)
 
-from .conftest import SECRET, customer_id
+from .conftest import SECRET, customer_id, keyed_database
 from .test_access_review import pool_by_region
 
 pytestmark = pytest.mark.services
@@ -105,9 +105,7 @@ def _drop_schema(url: str, schema: str) -> None:
     async def drop() -> None:
         import sqlalchemy as sa
 
-        from features.store import Database
-
-        db = Database(url)
+        db = keyed_database(url)
         try:
             async with db.engine.begin() as conn:
                 await conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))

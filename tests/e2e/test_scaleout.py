@@ -23,7 +23,7 @@ from gateway.auth import issue_token
 from tests.services import need_redis
 from tests.store.conftest import pg_url, run_elsewhere  # noqa: F401 (pg_url: the fixture)
 
-from .conftest import SECRET
+from .conftest import SECRET, keyed_database
 from .running import in_memory_copy
 
 pytestmark = pytest.mark.services
@@ -126,9 +126,7 @@ def _drop_schema(url: str, schema: str) -> None:
     async def drop() -> None:
         import sqlalchemy as sa
 
-        from features.store import Database
-
-        db = Database(url)
+        db = keyed_database(url)
         try:
             async with db.engine.begin() as conn:
                 await conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))

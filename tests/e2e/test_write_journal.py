@@ -29,7 +29,7 @@ from tests.store.conftest import pg_url  # noqa: F401 (the fixture)
 from tests.store.proxy import TcpProxy
 from tests.test_webhooks import SALES_SECRET, post_sales, sales_body
 
-from .conftest import customer_id, settings_for
+from .conftest import customer_id, keyed_database, settings_for
 from .test_request_limits import auth
 
 pytestmark = pytest.mark.services
@@ -69,9 +69,8 @@ async def behind_proxy(
 
 
 async def _drop(url: str, schema: str) -> None:
-    from features.store import Database
 
-    db = Database(url)
+    db = keyed_database(url)
     try:
         async with db.engine.begin() as conn:
             import sqlalchemy as sa

@@ -26,7 +26,8 @@ from sqlalchemy.engine import make_url
 from connectors.models import Account
 from features.store import AuditEntry, Database
 from features.store.models import metadata
-from tests.factories import make_account
+from features.store.sealed import raw_table
+from tests.factories import data_keyring, make_account
 
 T = TypeVar("T")
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -77,6 +78,8 @@ class Backend:
     schema: str | None
 
     def open(self, **options: object) -> Database:
+        """A Database of this backend, with the tests' data keys unless ``keyring=`` says otherwise."""
+        options.setdefault("keyring", data_keyring())
         return Database(self.url, schema=self.schema, **options)  # type: ignore[arg-type]
 
     def url_via(self, host: str, port: int) -> str:
@@ -94,7 +97,7 @@ async def _drop_schema(url: str, schema: str) -> None:
 
 
 async def _migrate(url: str, schema: str | None = None) -> None:
-    db = Database(url, schema=schema)
+    db = Database(url, schema=schema, keyring=data_keyring())
     try:
         await db.migrate()
     finally:
@@ -120,7 +123,9 @@ async def _read_seeds(url: str, schema: str) -> dict[str, list[dict[str, Any]]]:
     try:
         async with db.engine.connect() as conn:
             return {
-                table.name: [dict(row) for row in (await conn.execute(sa.select(table))).mappings()]
+                table.name: [
+                    dict(row) for row in (await conn.execute(sa.select(raw_table(table)))).mappings()
+                ]
                 for table in metadata.sorted_tables
             }
     finally:
@@ -154,7 +159,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
                 await conn.execute(table.delete())
             for table in metadata.sorted_tables:
                 if shared.seeded.get(table.name):
-                    await conn.execute(table.insert(), shared.seeded[table.name])
+                    await conn.execute(raw_table(table).insert(), shared.seeded[table.name])
     finally:
         await db.aclose()
     yield Backend("postgresql", url, shared.name)

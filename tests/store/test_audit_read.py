@@ -15,6 +15,7 @@ import pytest
 from features.store import AuditEntry, AuditFilter, AuditLog, Database, InvalidCursor
 from features.store.audit import EXPORT_COLUMNS
 from gateway.store_cli import audit_export_main, audit_verify_main, db_upgrade_main
+from tests.factories import KEY_A
 
 from .conftest import Backend, entry, raw
 
@@ -136,8 +137,13 @@ async def cli(main: Callable[[list[str]], int], *args: str) -> int:
 
 
 async def test_cli_export_and_verify(
-    backend: Backend, database: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    backend: Backend,
+    database: Database,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("CG_DATA_KEYS", KEY_A)  # the audit values are sealed: the CLI opens them with the keys
     await seeded(database)
     await database.aclose()  # the CLI runs its own event loop: let it own the connections
     url = backend.url + (f"?schema={backend.schema}" if backend.schema else "")

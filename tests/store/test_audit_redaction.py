@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from features.store import AuditFilter, AuditLog, Database
 from features.store.audit import ChainUpgradeError, _body, chain_hash, matches_any, upgrade_chain_format
-from features.store.models import GENESIS_HASH, audit_chain_head, audit_customers, audit_log
+from features.store.models import GENESIS_HASH, UTCDateTime, audit_chain_head, audit_customers, audit_log
 
 from .conftest import Backend, entry, raw, scalar
 
@@ -33,10 +33,12 @@ def write(n: int, account_no: str, **overrides: object) -> object:
     return entry(n, **values)
 
 
-async def text_of_every_row(db: Database) -> str:
-    """Everything the audit table holds, as text: what someone reading the database file would see."""
+async def text_of_every_row(db: Database, *, opened: bool = False) -> str:
+    """Everything the audit table holds, as text: as stored (what someone reading the database file sees),
+    or ``opened`` (the sealed values opened with the keys: what is there at all)."""
+    query = sa.select(audit_log) if opened else sa.text("SELECT * FROM audit_log")
     async with db.engine.connect() as conn:
-        rows = (await conn.execute(sa.select(audit_log))).mappings().all()
+        rows = (await conn.execute(query)).mappings().all()
     return json.dumps([{k: str(v) for k, v in row.items()} for row in rows], ensure_ascii=False)
 
 
@@ -68,9 +70,10 @@ async def test_erasure_removes_the_customers_values_and_keeps_the_facts(database
 async def test_a_redacted_value_is_nowhere_in_the_table(database: Database) -> None:
     log = AuditLog(database)
     await log.record([write(1, "A-1", before={"phone": "+86 139 0000 7777"})])
-    assert "+86 139 0000 7777" in await text_of_every_row(database)
+    assert "+86 139 0000 7777" not in await text_of_every_row(database)  # sealed at rest
+    assert "+86 139 0000 7777" in await text_of_every_row(database, opened=True)
     await log.redact_customer("A-1", [], cause={"cause": "erasure"})
-    assert "+86 139 0000 7777" not in await text_of_every_row(database)
+    assert "+86 139 0000 7777" not in await text_of_every_row(database, opened=True)  # gone, not only sealed
     assert (await log.verify()).ok
 
 
@@ -151,7 +154,30 @@ async def test_a_value_removed_behind_the_stores_back_is_found(database: Databas
     assert not result.ok and result.first_bad_id == 2
 
 
-async def _first_format_chain(db: Database, n: int) -> str:
+def _as_before_0010() -> sa.TableClause:
+    """``audit_log`` as the releases before migration 0010 had it: values as plain JSON."""
+    json_columns = ("roles", "customers", "fields", "before", "after", "detail")
+    names = ("id", "at", "request_id", "user_sub", "roles", "operation_name", "operation_type", "kind",
+             "customers", "fields", "grant_id", "before", "after", "detail", "prev_hash", "hash")  # fmt: skip
+    return sa.table(
+        "audit_log",
+        *[
+            sa.column(
+                c,
+                sa.JSON()
+                if c in json_columns
+                else UTCDateTime()
+                if c == "at"
+                else sa.BigInteger()
+                if c == "id"
+                else sa.Text(),
+            )
+            for c in names
+        ],
+    )
+
+
+async def _first_format_chain(db: Database, n: int, table: sa.TableClause | sa.Table = audit_log) -> str:
     """Write ``n`` records as the first release did: values hashed in, no salts."""
     prev = GENESIS_HASH
     rows, index = [], []
@@ -183,7 +209,7 @@ async def _first_format_chain(db: Database, n: int) -> str:
         index.append({"account_no": f"A-{i}", "audit_id": i})
         prev = digest
     async with db.engine.begin() as conn:
-        await conn.execute(audit_log.insert(), rows)
+        await conn.execute(table.insert(), rows)
         await conn.execute(audit_customers.insert(), index)
         await conn.execute(audit_chain_head.update().values(last_id=n, last_hash=prev))
     return prev
@@ -213,19 +239,25 @@ async def test_a_broken_first_format_chain_is_not_upgraded(database: Database) -
     assert await scalar(database, "SELECT count(*) FROM audit_log WHERE salts IS NOT NULL") == 0
 
 
-async def test_migration_0009_moves_a_first_format_database(empty_backend: Backend) -> None:
-    """A database written by the previous release (revision 0008) is migrated: its chain verifies in
-    format 2 and its values can be removed."""
+async def test_migration_0010_moves_a_first_format_database(empty_backend: Backend) -> None:
+    """A database written by the previous release (revision 0009) is migrated: its values are sealed, its
+    chain verifies in format 2 and its values can be removed."""
     db = empty_backend.open()
     try:
-        await db.migrate("0008_access_review")
-        old_head = await _first_format_chain(db, 4)
+        await db.migrate("0009_sealed")
+        old_head = await _first_format_chain(db, 4, _as_before_0010())
+        assert EMAIL in await text_of_every_row(db)
         await db.migrate()
         log = AuditLog(db)
         result = await log.verify()
         assert result.ok and result.records_checked == 5
         (upgrade,) = (await log.query(AuditFilter(kinds={"maintenance"}))).records
         assert upgrade.detail is not None and upgrade.detail["previousHeadHash"] == old_head
+        first = await log.get(1)
+        assert first is not None and first.before == {"email": EMAIL}  # opened through the sealed column
+        async with db.engine.connect() as conn:  # as stored: ciphertext
+            stored = (await conn.execute(sa.text("SELECT before FROM audit_log WHERE id = 1"))).scalar()
+        assert EMAIL not in str(stored)
         await log.redact_customer("A-3", [], cause={"cause": "erasure"})
         assert (await log.verify()).ok
     finally:

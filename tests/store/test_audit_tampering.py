@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ import pytest
 
 from features.store import AuditLog, Database
 from features.store.checkpoints import Checkpoints
+from tests.factories import KEY_A
 
 from .conftest import Backend, entry, raw, scalar
 
@@ -97,12 +99,13 @@ async def test_audit_verify_cli_exit_codes(backend: Backend, database: Database)
     for i in range(1, 4):
         await log.record([entry(i)])
     command = [sys.executable, "-c", "from gateway.cli import main; raise SystemExit(main())"]
+    keys = {**os.environ, "CG_DATA_KEYS": KEY_A}  # the audit values are sealed: verify opens them
     intact = subprocess.run(
-        [*command, "audit", "verify", "--database-url", backend.url], capture_output=True, text=True
+        [*command, "audit", "verify", "--database-url", backend.url], capture_output=True, text=True, env=keys
     )
     assert intact.returncode == 0, intact.stdout + intact.stderr
     await _forge_past_head(database, log)
     broken = subprocess.run(
-        [*command, "audit", "verify", "--database-url", backend.url], capture_output=True, text=True
+        [*command, "audit", "verify", "--database-url", backend.url], capture_output=True, text=True, env=keys
     )
     assert broken.returncode == 1 and "past the chain head" in broken.stdout

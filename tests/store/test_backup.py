@@ -16,7 +16,7 @@ from features.pool.store import PoolStore
 from features.store import AuditLog, Database
 from features.store.backup import BackupError, backup, restore
 from features.store.models import audit_log, metadata
-from tests.factories import make_account
+from tests.factories import data_keyring, make_account
 
 from .conftest import T0, Backend, entry
 
@@ -76,7 +76,7 @@ async def test_backup_and_restore(backend: Backend, empty_backend: Backend, tmp_
     target = (
         empty_backend.open()
         if empty_backend.name == "postgresql"
-        else Database(f"sqlite+aiosqlite:///{tmp_path}/restored.db")
+        else Database(f"sqlite+aiosqlite:///{tmp_path}/restored.db", keyring=data_keyring())
     )
     try:
         await _fill(source)
@@ -113,12 +113,14 @@ async def test_a_tampered_backup_does_not_verify(backend: Backend, tmp_path: Pat
     import gzip
 
     source = backend.open()
-    target = Database(f"sqlite+aiosqlite:///{tmp_path}/restored.db")
+    target = Database(f"sqlite+aiosqlite:///{tmp_path}/restored.db", keyring=data_keyring())
     try:
         await _fill(source)
         file = tmp_path / "gateway.cgbak"
         await backup(source, file)
-        text = gzip.decompress(file.read_bytes()).decode().replace("b@x.cn", "c@x.cn")
+        text = gzip.decompress(file.read_bytes()).decode()
+        assert "b@x.cn" not in text  # the audit values are sealed in the backup too
+        text = text.replace('"req-101"', '"req-forged"')  # a record's request id edited by hand
         file.write_bytes(gzip.compress(text.encode()))
         restored = await restore(target, file)
         assert not restored.verify.ok
@@ -130,7 +132,7 @@ async def test_a_tampered_backup_does_not_verify(backend: Backend, tmp_path: Pat
 async def test_not_a_backup(tmp_path: Path) -> None:
     bogus = tmp_path / "x.cgbak"
     bogus.write_text("hello")
-    target = Database(f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    target = Database(f"sqlite+aiosqlite:///{tmp_path}/t.db", keyring=data_keyring())
     try:
         with pytest.raises(BackupError):
             await restore(target, bogus)

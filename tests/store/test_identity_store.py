@@ -147,9 +147,10 @@ async def test_not_duplicates_and_requesters(databases: tuple[Database, Database
     await identity.store.heard_requesters(["wang.fang@chengchuan.cn", "stranger@qq.com", "b@x.cn"], now)
     await identity.store.heard_requesters(["stranger@qq.com"], now)
     first, end, more = await identity.store.unmatched_requesters(after=None, first=1)
-    assert first == ["b@x.cn"] and more
+    assert len(first) == 1 and more  # (in the order of the sealed e-mails' blind indexes)
     rest, _, more = await identity.store.unmatched_requesters(after=end, first=10)
-    assert rest == ["stranger@qq.com"] and not more  # wang.fang is A-1's current e-mail
+    assert len(rest) == 1 and not more
+    assert {*first, *rest} == {"b@x.cn", "stranger@qq.com"}  # wang.fang is A-1's current e-mail
 
 
 async def test_an_erased_email_is_never_linked_or_listed_again(databases: tuple[Database, Database]) -> None:
