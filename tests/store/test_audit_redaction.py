@@ -11,6 +11,9 @@ import sqlalchemy as sa
 from features.store import AuditFilter, AuditLog, Database
 from features.store.audit import ChainUpgradeError, _body, chain_hash, matches_any, upgrade_chain_format
 from features.store.models import GENESIS_HASH, UTCDateTime, audit_chain_head, audit_customers, audit_log
+from features.store.rotation import rotate_keys
+from features.store.sealed import Keyring
+from tests.factories import KEY_A, KEY_B
 
 from .conftest import Backend, entry, raw, scalar
 
@@ -262,3 +265,29 @@ async def test_migration_0010_moves_a_first_format_database(empty_backend: Backe
         assert (await log.verify()).ok
     finally:
         await db.aclose()
+
+
+async def test_rotating_the_data_keys_leaves_the_chain_verifying(backend: Backend) -> None:
+    """The audit values are sealed, but the chain commits to their plaintext: ``rotate-keys`` re-seals
+    every value (new ciphertext) and ``audit verify`` still passes with the new key alone."""
+    db = backend.open(keyring=Keyring([KEY_A]))
+    try:
+        await AuditLog(db).record([write(1, "A-1"), write(2, "A-2")])
+    finally:
+        await db.aclose()
+    both = backend.open(keyring=Keyring([KEY_B, KEY_A]))
+    try:
+        await both.migrate()
+        rotated = await rotate_keys(both)
+        assert rotated.resealed["audit_log.before"] == 2 and rotated.resealed["audit_log.detail"] == 2
+    finally:
+        await both.aclose()
+    only_b = backend.open(keyring=Keyring([KEY_B]))
+    try:
+        await only_b.migrate()
+        log = AuditLog(only_b)
+        assert (await log.verify()).ok
+        first = await log.get(1)
+        assert first is not None and first.before == {"email": EMAIL, "phone": PHONE}
+    finally:
+        await only_b.aclose()
