@@ -10,6 +10,8 @@
 
 - **access-request reasons** (free text: why someone asked for a field, why a grant was revoked) of requests
   that ended: replaced by ``(removed by retention)`` (``CG_RETENTION_ACCESS_REASONS_DAYS``);
+- **unlinked support identities** (an e-mail a steward unlinked from a customer, with who and why): the row
+  goes that long after the unlink (``CG_RETENTION_UNLINKED_IDENTITIES_DAYS``); the audit trail keeps the fact;
 - **export files** (a data subject's export: everything about them, on disk): deleted that long after the
   export finished (``CG_RETENTION_EXPORT_DAYS``); the request's row (who, when, which parts) stays;
 - **audit values** (a write's values before and after, a search term): removed from the record, their
@@ -38,7 +40,14 @@ import sqlalchemy as sa
 
 from features.store.audit import AuditLog
 from features.store.db import STORE_ERRORS, Database, StoreUnavailable
-from features.store.models import access_requests, data_requests, event_inbox, pool_history, pool_reviews
+from features.store.models import (
+    access_requests,
+    data_requests,
+    event_inbox,
+    identity_emails,
+    pool_history,
+    pool_reviews,
+)
 
 PSEUDONYM = "pseudonym:"
 REMOVED_TEXT = "(removed by retention)"
@@ -52,6 +61,7 @@ class Retention:
     audit_values_days: float = 365.0
     access_reasons_days: float = 730.0
     export_days: float = 30.0
+    unlinked_identities_days: float = 365.0
 
     @classmethod
     def from_settings(cls, settings: Any) -> Retention:
@@ -61,6 +71,7 @@ class Retention:
             audit_values_days=float(settings.retention_audit_values_days),
             access_reasons_days=float(settings.retention_access_reasons_days),
             export_days=float(settings.retention_export_days),
+            unlinked_identities_days=float(settings.retention_unlinked_identities_days),
         )
 
 
@@ -72,6 +83,7 @@ class Purged:
     audit_values: int = 0
     access_reasons: int = 0
     export_files: int = 0
+    unlinked_identities: int = 0
 
     @property
     def any(self) -> bool:
@@ -82,6 +94,7 @@ class Purged:
             or self.audit_values
             or self.access_reasons
             or self.export_files
+            or self.unlinked_identities
         )
 
 
@@ -145,6 +158,16 @@ async def purge(
                     )
                     if result.rowcount and len(changes) > 1:  # (another instance may have been first)
                         payloads += 1
+        unlinked = 0
+        if retention.unlinked_identities_days > 0:
+            cut = now - timedelta(days=retention.unlinked_identities_days)
+            async with database.write_transaction() as conn:
+                result = await conn.execute(
+                    identity_emails.delete().where(
+                        identity_emails.c.removed_at.is_not(None), identity_emails.c.removed_at < cut
+                    )
+                )
+                unlinked = max(result.rowcount, 0)
         audit_values = 0
         if retention.audit_values_days > 0:
             days = retention.audit_values_days
@@ -194,4 +217,4 @@ async def purge(
                             files += 1
     except STORE_ERRORS as exc:
         raise StoreUnavailable(f"the retention purge could not write ({type(exc).__name__})") from None
-    return Purged(pool_notes, review_notes, payloads, audit_values, reasons, files)
+    return Purged(pool_notes, review_notes, payloads, audit_values, reasons, files, unlinked)

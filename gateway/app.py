@@ -413,6 +413,7 @@ class Gateway:
                             "audit_values": purged.audit_values,
                             "access_reasons": purged.access_reasons,
                             "export_files": purged.export_files,
+                            "unlinked_identities": purged.unlinked_identities,
                         },
                     )
             except StoreUnavailable:

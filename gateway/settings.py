@@ -129,6 +129,7 @@ class Settings:
     retention_audit_values_days: float = 365.0  # a write's values, a search term; the record's facts stay
     retention_access_reasons_days: float = 730.0  # why a field was asked for / a grant revoked (ended ones)
     retention_export_days: float = 30.0  # a data subject's export files, after the export finished
+    retention_unlinked_identities_days: float = 365.0  # a support e-mail a steward unlinked (with its reason)
     retention_interval: float = 3600.0
     retention_key: str = ""
     # A data subject's exports (features/privacy.py) go here (with several instances: a shared volume).

@@ -350,7 +350,8 @@ def db_purge_main(argv: Sequence[str] | None = None) -> int:
     print(
         f"retention purge: {purged.pool_notes} pool notes, {purged.review_notes} review notes, "
         f"{purged.event_payloads} event payloads pseudonymised, {purged.audit_values} audit values, "
-        f"{purged.access_reasons} access-request reasons, {purged.export_files} export files removed"
+        f"{purged.access_reasons} access-request reasons, {purged.export_files} export files, "
+        f"{purged.unlinked_identities} unlinked support identities removed"
     )
     return 0
 

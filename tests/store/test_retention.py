@@ -9,11 +9,19 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from features.identity.store import IdentityStore
 from features.pool.rules import PoolEventKind, PoolRecord
 from features.pool.store import PoolStore
 from features.retention import PSEUDONYM, REMOVED_TEXT, Retention, purge
 from features.store import AuditLog
-from features.store.models import access_requests, audit_log, data_requests, event_inbox, pool_history
+from features.store.models import (
+    access_requests,
+    audit_log,
+    data_requests,
+    event_inbox,
+    identity_emails,
+    pool_history,
+)
 
 from .conftest import T0, Backend, entry
 
@@ -128,5 +136,23 @@ async def test_ended_access_reasons_and_old_export_files_go(backend: Backend, tm
         assert sorted(p.name for p in exports.iterdir()) == ["x-1.html", "x-1.json"]
         again = await purge(db, retention, T0, key=KEY, exports=exports)
         assert (again.access_reasons, again.export_files) == (0, 0)
+    finally:
+        await db.aclose()
+
+
+async def test_unlinked_support_identities_go_after_their_retention(backend: Backend) -> None:
+    db = backend.open()
+    try:
+        await db.migrate()
+        store = IdentityStore(db)
+        for email, at in (("old@x.cn", T0 - timedelta(days=800)), ("recent@x.cn", T0 - timedelta(days=5))):
+            await store.add_email("A-1", email, origin="linked", source="steward", actor="u-s", at=at)
+            await store.remove_email("A-1", email, actor="u-s", reason="王芳说这不是她的邮箱", at=at)
+        await store.add_email("A-1", "current@x.cn", origin="linked", source="steward", actor="u-s", at=T0)
+        purged = await purge(db, Retention(unlinked_identities_days=365), T0, key=KEY)
+        assert purged.unlinked_identities == 1
+        async with db.read() as conn:
+            kept = sorted((await conn.execute(sa.select(identity_emails.c.email))).scalars())
+        assert kept == ["current@x.cn", "recent@x.cn"]
     finally:
         await db.aclose()
