@@ -56,7 +56,7 @@ from .resilience import (
     deadline_scope,
     parse_retry_after,
 )
-from .transport import pooled_transport
+from .transport import PooledTransport, pooled_transport
 
 __all__ = ["Connector", "ConnectorOptions", "basic_auth", "in_chunks", "unique"]
 
@@ -370,50 +370,29 @@ class Connector:
             # (timeout, deadline, cancellation) does not free the slot while the system still works on
             # the call: the exchange goes on in the background, holding the slot, until the system
             # answers or ABANDONED_LIMIT closes the connection, so the system never sees more than
-            # the bound in flight.
+            # the bound in flight. The slot is freed by ``_exchange`` the moment the exchange ends.
             response: httpx.Response | None = None
             lost: UpstreamUnavailable | None = None  # the exchange itself failed
             self.in_flight += 1
-            exchange: asyncio.Future[httpx.Response] | None = None
+            release = functools.partial(self._release, lease)
+            sent = _clock()
+            budget = per_call if deadline is None else min(per_call, deadline - sent)
+            if budget <= 0:
+                release()
+                self._observe(resource, "deadline", 0.0, attempt)
+                raise self._out_of_time(error, verdict)
             try:
-                sent = _clock()
-                budget = per_call if deadline is None else min(per_call, deadline - sent)
-                if budget <= 0:
-                    self._observe(resource, "deadline", 0.0, attempt)
-                    raise self._out_of_time(error, verdict)
-                limit = max(budget, ABANDONED_LIMIT)
                 if self.tracer is None:
-                    call = self._send(method, path, params=params, json=json, headers=headers, timeout=limit)
-                else:
-                    call = self._traced_send(
-                        resource,
-                        attempt,
-                        method,
-                        path,
-                        params=params,
-                        json=json,
-                        headers=headers,
-                        timeout=limit,
+                    response = await self._exchange(
+                        method, path, params, json, headers, budget, max(budget, ABANDONED_LIMIT), release
                     )
-                exchange = asyncio.ensure_future(call)
-                try:
-                    async with asyncio.timeout(budget):
-                        response = await asyncio.shield(exchange)
-                except TimeoutError:
-                    lost = UpstreamUnavailable(self.system, "timeout")
-                    self._observe(resource, "timeout", _clock() - sent, attempt)
-                except UpstreamUnavailable as exc:
-                    lost = exc
-                    self._observe(resource, exc.kind, _clock() - sent, attempt)
-            finally:
-                if exchange is not None and not exchange.done():
-                    # the slot (and the shared lease) are freed when the system has answered
-                    exchange.add_done_callback(functools.partial(self._release_abandoned, lease))
                 else:
-                    self.in_flight -= 1
-                    slots.release()
-                    if lease is not None and self.shared_slots is not None:
-                        self.shared_slots.release(lease)
+                    response = await self._traced_exchange(
+                        resource, attempt, method, path, params, json, headers, budget, release
+                    )
+            except UpstreamUnavailable as exc:
+                lost = exc
+                self._observe(resource, exc.kind, _clock() - sent, attempt)
 
             # The verdict, and whether (and when) to go again.
             delay: float | None = None
@@ -482,50 +461,64 @@ class Connector:
             return _Failed(UpstreamUnavailable(self.system, "timeout"), None)
         return _Failed(error, verdict)
 
-    def _release_abandoned(self, lease: str | None, exchange: asyncio.Future[httpx.Response]) -> None:
-        """A call given up on has ended at the system (answered, or its connection closed)."""
+    def _release(self, lease: str | None) -> None:
+        """An attempt has ended at the system (answered, failed, or its connection closed)."""
         self.in_flight -= 1
         self._slots.release()
         if lease is not None and self.shared_slots is not None:
             self.shared_slots.release(lease)
-        if not exchange.cancelled():
-            exchange.exception()  # retrieved: an abandoned call's failure is nobody's news
 
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Params | None,
-        json: Any,
-        headers: Headers | None,
-        timeout: float,
-    ) -> httpx.Response:
-        """One exchange, bounded by ``timeout`` from first byte out to last byte in."""
+    def _build(
+        self, method: str, path: str, params: Params | None, json: Any, headers: Headers | None
+    ) -> httpx.Request:
         url = self._base_url + path
         if params:
             url += "?" + urlencode(params)
-        request = httpx.Request(
-            method,
-            url,
-            headers={**self._headers, **headers} if headers else self._headers,
-            json=json,
-            extensions={"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}},
+        return httpx.Request(
+            method, url, headers={**self._headers, **headers} if headers else self._headers, json=json
         )
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        params: Params | None,
+        json: Any,
+        headers: Headers | None,
+        budget: float,
+        limit: float,
+        release: Callable[[], None],
+    ) -> httpx.Response:
+        """One exchange: the answer within ``budget`` seconds, or ``UpstreamUnavailable``.
+
+        ``release`` runs exactly once, when the exchange is over at the system: the answer's last
+        byte in, or after at most ``limit`` seconds (the connection is then closed), or at once when
+        nothing was sent. On the connectors' own transport that is inside the protocol callback
+        that read the last byte (``connectors/transport.py``), with one timer for the whole
+        exchange; any other httpx transport (tests' ``MockTransport``) runs in a task of its own
+        the caller stops waiting for after ``budget``.
+        """
         try:
-            async with asyncio.timeout(timeout):
-                response = await self._transport.handle_async_request(request)
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
-                response.request = request
-                return response
+            request = self._build(method, path, params, json, headers)
+        except httpx.InvalidURL:
+            release()
+            raise UpstreamUnavailable(self.system, "bad_request") from None
+        except BaseException:
+            release()
+            raise
+        transport = self._transport
+        try:
+            if isinstance(transport, PooledTransport):
+                return await transport.exchange(request, wait=budget, hold=limit, on_end=release)
+            exchange = asyncio.ensure_future(self._send(request, limit))
+            exchange.add_done_callback(functools.partial(_ended, release))
+            async with asyncio.timeout(budget):
+                return await asyncio.shield(exchange)
         except (TimeoutError, httpx.TimeoutException):
             raise UpstreamUnavailable(self.system, "timeout") from None
         except httpx.LocalProtocolError:
-            # our request could not be sent as asked (a URL or header too long): the caller's input,
-            # never the system's fault, so it does not count toward the breaker
+            # our request could not be sent as asked (a URL or header the protocol does not allow):
+            # the caller's input, never the system's fault, so it does not count toward the breaker
             raise UpstreamUnavailable(self.system, "bad_request") from None
         except httpx.TransportError:
             raise UpstreamUnavailable(self.system, "unreachable") from None
@@ -534,19 +527,33 @@ class Connector:
         except httpx.InvalidURL:
             raise UpstreamUnavailable(self.system, "bad_request") from None
 
-    async def _traced_send(
+    async def _send(self, request: httpx.Request, timeout: float) -> httpx.Response:
+        """One exchange through any httpx transport, bounded by ``timeout``."""
+        request.extensions = {
+            "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        }
+        async with asyncio.timeout(timeout):
+            response = await self._transport.handle_async_request(request)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        response.request = request
+        return response
+
+    async def _traced_exchange(
         self,
         resource: str,
         attempt: int,
         method: str,
         path: str,
-        *,
         params: Params | None,
         json: Any,
         headers: Headers | None,
-        timeout: float,
+        budget: float,
+        release: Callable[[], None],
     ) -> httpx.Response:
-        """``_send`` in a client span, with the trace context propagated to the system
+        """``_exchange`` in a client span, with the trace context propagated to the system
         (``traceparent``). The span names the system and the endpoint's fixed name, never a URL."""
         from opentelemetry.propagate import inject
         from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -558,8 +565,8 @@ class Connector:
             carrier = dict(headers or {})
             inject(carrier)
             try:
-                response = await self._send(
-                    method, path, params=params, json=json, headers=carrier, timeout=timeout
+                response = await self._exchange(
+                    method, path, params, json, carrier, budget, max(budget, ABANDONED_LIMIT), release
                 )
             except UpstreamUnavailable as exc:
                 span.set_status(Status(StatusCode.ERROR, exc.kind))
@@ -613,6 +620,13 @@ class Connector:
         if status >= 500:
             return UpstreamUnavailable(self.system, "error")
         return UpstreamUnavailable(self.system, "bad_response")
+
+
+def _ended(release: Callable[[], None], exchange: asyncio.Future[httpx.Response]) -> None:
+    """A task-run exchange is over: free its slot; a failure nobody waits for any more is no news."""
+    release()
+    if not exchange.cancelled():
+        exchange.exception()
 
 
 class _Failed(Exception):
