@@ -24,7 +24,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from connectors.contracts import ContractsConnector
 from connectors.errors import UpstreamUnavailable
+from connectors.resilience import deadline_scope
 from connectors.sales import SalesConnector
 from connectors.transport import PooledTransport, pooled_transport
 
@@ -528,3 +530,93 @@ def _tls_contexts(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     server_context.load_cert_chain(cert_path, key_path)
     client_context = ssl.create_default_context(cafile=str(cert_path))
     return server_context, client_context
+
+
+def json_after(delay: float) -> Handler:
+    """A register-like system: every answer an empty JSON list, ``delay`` seconds after the request."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+        while await server.read_request(reader):
+            server.active += 1
+            server.peak = max(server.peak, server.active)
+            await asyncio.sleep(delay)
+            server.active -= 1
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n[]")
+            await writer.drain()
+
+    return handler
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_queued_call_goes_out_in_the_loop_turn_that_frees_its_slot(loop: str) -> None:
+    """The register's 4 slots: a call waiting for one is sent from the callback that read the last
+    byte of the call before it, not a turn of the event loop later (under load each turn is other
+    requests' work, with the slot idle meanwhile)."""
+
+    async def scenario() -> None:
+        running = asyncio.get_running_loop()
+        turns = 0
+
+        def tick() -> None:
+            nonlocal turns, handle
+            turns += 1
+            handle = running.call_soon(tick)
+
+        handle = running.call_soon(tick)
+        sent: list[int] = []
+        ended: list[int] = []
+        try:
+            async with Server(json_after(0.02)) as server:
+                async with ContractsConnector(server.url, "u", "p", max_in_flight=1) as register:
+                    transport = register._transport
+                    assert isinstance(transport, PooledTransport)
+                    exchange = transport.exchange
+
+                    def recording(request: httpx.Request, **options: Any) -> asyncio.Future[httpx.Response]:
+                        sent.append(turns)
+                        on_end = options["on_end"]
+
+                        def end() -> None:
+                            ended.append(turns)
+                            on_end()
+
+                        return exchange(request, **{**options, "on_end": end})
+
+                    transport.exchange = recording  # type: ignore[method-assign]
+                    answers = await asyncio.gather(*(register.contracts(f"T-{i}") for i in range(4)))
+                assert answers == [[]] * 4
+                assert server.peak == 1 and server.requests == 4
+        finally:
+            handle.cancel()
+        assert sent[1:] == ended[:-1]  # each next call sent in the very turn the previous one ended
+
+    run(loop, scenario)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_queued_calls_that_give_up_pass_their_turn_on(loop: str) -> None:
+    """Behind a bound of 1: a queued call whose request deadline passes fails with ``timeout``
+    without being sent, a cancelled one likewise; the slot goes on to the calls still waiting."""
+
+    async def scenario() -> None:
+        async with (
+            Server(json_after(0.1)) as server,
+            ContractsConnector(server.url, "u", "p", max_in_flight=1, max_attempts=1) as register,
+        ):
+            first = asyncio.ensure_future(register.contracts("T-1"))
+            await asyncio.sleep(0.01)
+            with deadline_scope(0.05):
+                hurried = asyncio.ensure_future(register.contracts("T-2"))
+            cancelled = asyncio.ensure_future(register.contracts("T-3"))
+            patient = asyncio.ensure_future(register.contracts("T-4"))
+            await asyncio.sleep(0.01)
+            cancelled.cancel()
+            with pytest.raises(UpstreamUnavailable) as raised:
+                await hurried
+            assert raised.value.kind == "timeout"
+            assert await first == [] and await patient == []
+            assert cancelled.cancelled()
+            assert server.requests == 2 and server.peak == 1  # only the first and the patient one
+            assert register.in_flight == 0 and not register._slots.locked()
+
+    run(loop, scenario)
