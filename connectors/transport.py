@@ -179,7 +179,10 @@ class _Connection(asyncio.Protocol):
         now = loop.time()
         self._hold_at = now + max(hold, wait)
         self._timer = loop.call_at(now + wait, self._expired)
-        self.transport.write(head + body if body else head)
+        try:
+            self.transport.write(head + body if body else head)
+        except Exception as exc:  # a transport that refuses the write: the exchange ends here
+            self._fail(httpx.WriteError(type(exc).__name__))
 
     def close(self) -> None:
         self.lost = True
