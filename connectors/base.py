@@ -6,7 +6,8 @@ Every upstream call goes through ``Connector._request``, which puts it through, 
 2. the request's **deadline** (``connectors.resilience.deadline_scope``; none left → ``timeout`` at
    once, without calling);
 3. the optional **rate limit** and the **in-flight bound** (waiting for either counts against the
-   deadline, never past it);
+   deadline, never past it; a call queued for the bound waits with its request built, and the call
+   that frees a slot starts it at once: ``Slots``);
 4. the send, bounded by ``min(per-call timeout, time left)``;
 5. the **retry** decision: reads (and writes carrying their idempotency key) are tried again, up to
    ``max_attempts`` in all, on connection errors, timeouts, 500/502/503/504, and 429 with a usable

@@ -420,6 +420,8 @@ class PooledTransport(httpx.AsyncBaseTransport):
         return future
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """httpx's interface: the request's timeout extension, its largest value, bounds the whole
+        exchange (httpx's own pool bounds each phase and each read separately)."""
         await request.aread()
         timeout = request.extensions.get("timeout", {})
         seconds = max((value for value in timeout.values() if value is not None), default=DEFAULT_TIMEOUT)
