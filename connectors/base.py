@@ -6,7 +6,8 @@ Every upstream call goes through ``Connector._request``, which puts it through, 
 2. the request's **deadline** (``connectors.resilience.deadline_scope``; none left → ``timeout`` at
    once, without calling);
 3. the optional **rate limit** and the **in-flight bound** (waiting for either counts against the
-   deadline, never past it);
+   deadline, never past it; a call queued for the bound waits with its request built, and the call
+   that frees a slot starts it at once: ``Slots``);
 4. the send, bounded by ``min(per-call timeout, time left)``;
 5. the **retry** decision: reads (and writes carrying their idempotency key) are tried again, up to
    ``max_attempts`` in all, on connection errors, timeouts, 500/502/503/504, and 429 with a usable
@@ -32,6 +33,7 @@ import functools
 import logging
 import ssl
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypedDict, TypeVar
@@ -56,7 +58,7 @@ from .resilience import (
     deadline_scope,
     parse_retry_after,
 )
-from .transport import pooled_transport
+from .transport import PooledTransport, pooled_transport
 
 __all__ = ["Connector", "ConnectorOptions", "basic_auth", "in_chunks", "unique"]
 
@@ -173,7 +175,7 @@ class Connector:
         self._backoff_cap = backoff_cap
         self.max_in_flight = max_in_flight
         self.in_flight = 0
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._slots = Slots(max_in_flight)
         # the deployment-wide bound, when the gateway shares one (gateway/shared_limits.py): a call
         # holds a lease from it as well as a slot of this process
         self.shared_slots: SharedSlots | None = None
@@ -345,75 +347,93 @@ class Connector:
             limited = self._rate is not None or self.shared_rate is not None
             if limited and not await self._throttle(resource, attempt, deadline, started):
                 raise self._out_of_time(error, verdict)
-            if slots.locked():
-                try:
-                    if deadline is None:
-                        await slots.acquire()
-                    else:
-                        async with asyncio.timeout(deadline - _clock()):
-                            await slots.acquire()
-                except TimeoutError:
-                    self._observe(resource, "queue_timeout", _clock() - started, attempt)
-                    raise self._out_of_time(error, verdict) from None
-            else:
-                await slots.acquire()
-            lease: str | None = None
-            if self.shared_slots is not None:
-                left = None if deadline is None else deadline - _clock()
-                lease = await self.shared_slots.acquire(left)
-                if lease is None:
-                    slots.release()
-                    self._observe(resource, "queue_timeout", _clock() - started, attempt)
-                    raise self._out_of_time(error, verdict)
-
-            # One attempt, bounded by the per-call timeout and the time left. A caller that gives up
-            # (timeout, deadline, cancellation) does not free the slot while the system still works on
-            # the call: the exchange goes on in the background, holding the slot, until the system
-            # answers or ABANDONED_LIMIT closes the connection, so the system never sees more than
-            # the bound in flight.
             response: httpx.Response | None = None
             lost: UpstreamUnavailable | None = None  # the exchange itself failed
-            self.in_flight += 1
-            exchange: asyncio.Future[httpx.Response] | None = None
-            try:
-                sent = _clock()
-                budget = per_call if deadline is None else min(per_call, deadline - sent)
-                if budget <= 0:
+            if (
+                slots.locked()
+                and self.tracer is None
+                and self.shared_slots is None
+                and isinstance(self._transport, PooledTransport)
+            ):
+                # Wait with the request built: the call that frees a slot starts this one at once,
+                # in the protocol callback that read its last byte (``Slots``, ``_start_queued``).
+                try:
+                    request = self._build(method, path, params, json, headers)
+                except httpx.InvalidURL:
+                    self._observe(resource, "bad_request", 0.0, attempt)
+                    raise _Failed(UpstreamUnavailable(self.system, "bad_request"), None) from None
+                turn = slots.wait(functools.partial(self._start_queued, request, deadline, per_call))
+                try:
+                    if deadline is None:
+                        await turn
+                    else:
+                        async with asyncio.timeout(deadline - _clock()):
+                            await turn
+                except TimeoutError:
+                    if turn.cancelled() or not turn.done():
+                        self._observe(resource, "queue_timeout", _clock() - started, attempt)
+                        raise self._out_of_time(error, verdict) from None
+                except BaseException:
+                    _abandon(turn)  # cancelled: an exchange already started goes on by itself
+                    raise
+                started_call = turn.result()
+                if started_call is None:  # its turn came with no time left
                     self._observe(resource, "deadline", 0.0, attempt)
                     raise self._out_of_time(error, verdict)
-                limit = max(budget, ABANDONED_LIMIT)
-                if self.tracer is None:
-                    call = self._send(method, path, params=params, json=json, headers=headers, timeout=limit)
-                else:
-                    call = self._traced_send(
-                        resource,
-                        attempt,
-                        method,
-                        path,
-                        params=params,
-                        json=json,
-                        headers=headers,
-                        timeout=limit,
-                    )
-                exchange = asyncio.ensure_future(call)
+                exchange, sent, budget = started_call
                 try:
-                    async with asyncio.timeout(budget):
-                        response = await asyncio.shield(exchange)
-                except TimeoutError:
-                    lost = UpstreamUnavailable(self.system, "timeout")
-                    self._observe(resource, "timeout", _clock() - sent, attempt)
+                    response = await self._answer(exchange)
                 except UpstreamUnavailable as exc:
                     lost = exc
                     self._observe(resource, exc.kind, _clock() - sent, attempt)
-            finally:
-                if exchange is not None and not exchange.done():
-                    # the slot (and the shared lease) are freed when the system has answered
-                    exchange.add_done_callback(functools.partial(self._release_abandoned, lease))
+            else:
+                if slots.locked():
+                    try:
+                        if deadline is None:
+                            await slots.acquire()
+                        else:
+                            async with asyncio.timeout(deadline - _clock()):
+                                await slots.acquire()
+                    except TimeoutError:
+                        self._observe(resource, "queue_timeout", _clock() - started, attempt)
+                        raise self._out_of_time(error, verdict) from None
                 else:
-                    self.in_flight -= 1
-                    slots.release()
-                    if lease is not None and self.shared_slots is not None:
-                        self.shared_slots.release(lease)
+                    slots.take()
+                lease: str | None = None
+                if self.shared_slots is not None:
+                    left = None if deadline is None else deadline - _clock()
+                    lease = await self.shared_slots.acquire(left)
+                    if lease is None:
+                        slots.release()
+                        self._observe(resource, "queue_timeout", _clock() - started, attempt)
+                        raise self._out_of_time(error, verdict)
+
+                # One attempt, bounded by the per-call timeout and the time left. A caller that gives
+                # up (timeout, deadline, cancellation) does not free the slot while the system still
+                # works on the call: the exchange goes on in the background, holding the slot, until
+                # the system answers or ABANDONED_LIMIT closes the connection, so the system never
+                # sees more than the bound in flight. The slot is freed by ``_exchange`` the moment
+                # the exchange ends.
+                self.in_flight += 1
+                release = functools.partial(self._release, lease)
+                sent = _clock()
+                budget = per_call if deadline is None else min(per_call, deadline - sent)
+                if budget <= 0:
+                    release()
+                    self._observe(resource, "deadline", 0.0, attempt)
+                    raise self._out_of_time(error, verdict)
+                try:
+                    if self.tracer is None:
+                        response = await self._exchange(
+                            method, path, params, json, headers, budget, max(budget, ABANDONED_LIMIT), release
+                        )
+                    else:
+                        response = await self._traced_exchange(
+                            resource, attempt, method, path, params, json, headers, budget, release
+                        )
+                except UpstreamUnavailable as exc:
+                    lost = exc
+                    self._observe(resource, exc.kind, _clock() - sent, attempt)
 
             # The verdict, and whether (and when) to go again.
             delay: float | None = None
@@ -482,50 +502,93 @@ class Connector:
             return _Failed(UpstreamUnavailable(self.system, "timeout"), None)
         return _Failed(error, verdict)
 
-    def _release_abandoned(self, lease: str | None, exchange: asyncio.Future[httpx.Response]) -> None:
-        """A call given up on has ended at the system (answered, or its connection closed)."""
+    def _release(self, lease: str | None) -> None:
+        """An attempt has ended at the system (answered, failed, or its connection closed)."""
         self.in_flight -= 1
         self._slots.release()
         if lease is not None and self.shared_slots is not None:
             self.shared_slots.release(lease)
-        if not exchange.cancelled():
-            exchange.exception()  # retrieved: an abandoned call's failure is nobody's news
 
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Params | None,
-        json: Any,
-        headers: Headers | None,
-        timeout: float,
-    ) -> httpx.Response:
-        """One exchange, bounded by ``timeout`` from first byte out to last byte in."""
+    def _build(
+        self, method: str, path: str, params: Params | None, json: Any, headers: Headers | None
+    ) -> httpx.Request:
         url = self._base_url + path
         if params:
             url += "?" + urlencode(params)
-        request = httpx.Request(
-            method,
-            url,
-            headers={**self._headers, **headers} if headers else self._headers,
-            json=json,
-            extensions={"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}},
+        return httpx.Request(
+            method, url, headers={**self._headers, **headers} if headers else self._headers, json=json
         )
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        params: Params | None,
+        json: Any,
+        headers: Headers | None,
+        budget: float,
+        limit: float,
+        release: Callable[[], None],
+    ) -> httpx.Response:
+        """One exchange: the answer within ``budget`` seconds, or ``UpstreamUnavailable``.
+
+        ``release`` runs exactly once, when the exchange is over at the system: the answer's last
+        byte in, or after at most ``limit`` seconds (the connection is then closed), or at once when
+        nothing was sent. On the connectors' own transport that is inside the protocol callback
+        that read the last byte (``connectors/transport.py``), with one timer for the whole
+        exchange; any other httpx transport (tests' ``MockTransport``) runs in a task of its own
+        the caller stops waiting for after ``budget``.
+        """
         try:
-            async with asyncio.timeout(timeout):
-                response = await self._transport.handle_async_request(request)
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
-                response.request = request
-                return response
+            request = self._build(method, path, params, json, headers)
+        except httpx.InvalidURL:
+            release()
+            raise UpstreamUnavailable(self.system, "bad_request") from None
+        except BaseException:
+            release()
+            raise
+        transport = self._transport
+        if isinstance(transport, PooledTransport):
+            return await self._answer(transport.exchange(request, wait=budget, hold=limit, on_end=release))
+        exchange = asyncio.ensure_future(self._send(request, limit))
+        exchange.add_done_callback(functools.partial(_ended, release))
+        return await self._answer(asyncio.shield(exchange), budget)
+
+    def _start_queued(
+        self,
+        request: httpx.Request,
+        deadline: float | None,
+        per_call: float,
+        turn: asyncio.Future[tuple[asyncio.Future[httpx.Response], float, float] | None],
+    ) -> bool:
+        """A waiting call's turn (``Slots.release``, in the callback that freed the slot): start its
+        exchange now and hand it over; ``False`` (the slot goes on) when its deadline has passed."""
+        sent = _clock()
+        budget = per_call if deadline is None else min(per_call, deadline - sent)
+        if budget <= 0:
+            turn.set_result(None)
+            return False
+        self.in_flight += 1
+        assert isinstance(self._transport, PooledTransport)
+        release = functools.partial(self._release, None)
+        exchange = self._transport.exchange(
+            request, wait=budget, hold=max(budget, ABANDONED_LIMIT), on_end=release
+        )
+        turn.set_result((exchange, sent, budget))
+        return True
+
+    async def _answer(self, exchange: Awaitable[httpx.Response], wait: float | None = None) -> httpx.Response:
+        """The exchange's answer (within ``wait`` seconds when given), or ``UpstreamUnavailable``."""
+        try:
+            if wait is None:
+                return await exchange
+            async with asyncio.timeout(wait):
+                return await exchange
         except (TimeoutError, httpx.TimeoutException):
             raise UpstreamUnavailable(self.system, "timeout") from None
         except httpx.LocalProtocolError:
-            # our request could not be sent as asked (a URL or header too long): the caller's input,
-            # never the system's fault, so it does not count toward the breaker
+            # our request could not be sent as asked (a URL or header the protocol does not allow):
+            # the caller's input, never the system's fault, so it does not count toward the breaker
             raise UpstreamUnavailable(self.system, "bad_request") from None
         except httpx.TransportError:
             raise UpstreamUnavailable(self.system, "unreachable") from None
@@ -534,19 +597,33 @@ class Connector:
         except httpx.InvalidURL:
             raise UpstreamUnavailable(self.system, "bad_request") from None
 
-    async def _traced_send(
+    async def _send(self, request: httpx.Request, timeout: float) -> httpx.Response:
+        """One exchange through any httpx transport, bounded by ``timeout``."""
+        request.extensions = {
+            "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        }
+        async with asyncio.timeout(timeout):
+            response = await self._transport.handle_async_request(request)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        response.request = request
+        return response
+
+    async def _traced_exchange(
         self,
         resource: str,
         attempt: int,
         method: str,
         path: str,
-        *,
         params: Params | None,
         json: Any,
         headers: Headers | None,
-        timeout: float,
+        budget: float,
+        release: Callable[[], None],
     ) -> httpx.Response:
-        """``_send`` in a client span, with the trace context propagated to the system
+        """``_exchange`` in a client span, with the trace context propagated to the system
         (``traceparent``). The span names the system and the endpoint's fixed name, never a URL."""
         from opentelemetry.propagate import inject
         from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -558,8 +635,8 @@ class Connector:
             carrier = dict(headers or {})
             inject(carrier)
             try:
-                response = await self._send(
-                    method, path, params=params, json=json, headers=carrier, timeout=timeout
+                response = await self._exchange(
+                    method, path, params, json, carrier, budget, max(budget, ABANDONED_LIMIT), release
                 )
             except UpstreamUnavailable as exc:
                 span.set_status(Status(StatusCode.ERROR, exc.kind))
@@ -613,6 +690,86 @@ class Connector:
         if status >= 500:
             return UpstreamUnavailable(self.system, "error")
         return UpstreamUnavailable(self.system, "bad_response")
+
+
+_Start = Callable[[asyncio.Future[Any]], bool]
+
+
+class Slots:
+    """A connector's in-flight bound: ``free`` slots, and the calls waiting for one, first come first
+    served. A freed slot goes straight to the first waiter still waiting: a plain waiter (``acquire``)
+    is woken and takes it on the loop's next turn; a waiter that left a ``start`` callback is started
+    right there, inside ``release`` — for the connectors, inside the protocol callback that read the
+    last byte of the call that held the slot, so a queued register call is on the wire without
+    another turn of the event loop (under S3 each turn holds a slot idle while other requests' work
+    runs). ``start(turn)`` resolves ``turn`` itself and says whether it used the slot."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._waiting: deque[tuple[asyncio.Future[Any], _Start | None]] = deque()
+
+    def locked(self) -> bool:
+        return self.free <= 0
+
+    def take(self) -> None:
+        """Take a free slot (``locked()`` was false)."""
+        assert self.free > 0
+        self.free -= 1
+
+    def wait(self, start: _Start | None = None) -> asyncio.Future[Any]:
+        """A place in the queue: the future is resolved when the slot is this waiter's."""
+        turn: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append((turn, start))
+        return turn
+
+    async def acquire(self) -> None:
+        if self.free > 0:
+            self.free -= 1
+            return
+        turn = self.wait()
+        try:
+            await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self.release()  # it was ours already: pass it on
+            raise
+
+    def release(self) -> None:
+        waiting = self._waiting
+        while waiting:
+            turn, start = waiting.popleft()
+            if turn.done():  # gave up waiting
+                continue
+            if start is None:
+                turn.set_result(None)
+                return
+            try:
+                used = start(turn)
+            except BaseException as exc:  # never into the protocol callback that freed the slot
+                if not turn.done():
+                    turn.set_exception(exc)
+                used = False
+            if used:
+                return
+        self.free += 1
+
+
+def _abandon(turn: asyncio.Future[Any]) -> None:
+    """A waiter went away after its turn came: nobody will read its exchange's outcome."""
+    if turn.done() and not turn.cancelled() and turn.exception() is None and turn.result() is not None:
+        turn.result()[0].add_done_callback(_retrieved)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _ended(release: Callable[[], None], exchange: asyncio.Future[httpx.Response]) -> None:
+    """A task-run exchange is over: free its slot; a failure nobody waits for any more is no news."""
+    release()
+    if not exchange.cancelled():
+        exchange.exception()
 
 
 class _Failed(Exception):

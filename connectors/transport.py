@@ -1,270 +1,516 @@
-"""The connectors' HTTP transport: httpx and httpcore's connection pool, over asyncio's own
-transports instead of anyio's socket streams.
+"""The connectors' HTTP transport: a small HTTP/1.1 keep-alive pool on asyncio's protocols, with
+httptools (llhttp, already the gateway's server-side parser) reading the answers, under httpx's
+transport interface (``httpx.AsyncBaseTransport``; the connectors keep ``httpx.Request`` and
+``httpx.Response``, and tests still pass any httpx transport).
 
-httpcore 1.0 talks to the network through a *network backend* (its public ``AsyncNetworkBackend``
-interface, ``httpcore.AsyncConnectionPool(network_backend=...)``). Under asyncio its default is
-anyio's socket streams, and at the gateway's call rates that backend is the largest single cost in
-the process (``bench/``, README "Performance"):
+Why not httpcore's pool and h11 (what httpx ships): measured on S3 (64 clients, ``bench/``), the
+gateway spent 1.5 × the CPU per answer of a sequential request, and the growth sat in httpcore's
+pool (its lock, its request queue, a scan of every connection on each send and release: 0.47 →
+1.81 ms an answer), h11's per-event state machine, anyio's cancel scopes (every running-loop
+lookup a ``getpid()``) and one wake-up of the event loop per read; the previous session already
+replaced httpcore's network layer (``bench/results/2026-12-04-throughput.md``). The upstreams speak
+plain HTTP/1.1 JSON, one request per connection at a time, which needs little: this module is that
+little, and the figures before and after are in ``bench/results/2026-12-04-throughput2.md``.
 
-- Every time the pool assigns a request (each send, each release) it asks *every idle pooled
-  connection* whether the server closed it: anyio builds a dict of socket attributes (with a
-  ``getpeername()`` call) and httpcore then ``poll()``s the socket. With 16 connections per system
-  under load that was about a quarter of the gateway's CPU (encode/httpcore#928, encode/httpx#3215).
-- Every read and write opens an anyio cancel scope with its own timer; every write yields once.
+How an exchange runs (``PooledTransport.exchange``):
 
-``AsyncioBackend`` keeps httpcore's pool, HTTP/1.1 state machine and exceptions and replaces only
-that layer: a protocol that keeps reading while a connection is idle (up to a high-water mark), so
-"has the server closed it, or sent something unasked?" is answered from state, without a syscall;
-a read returns what is buffered or waits on one future; a write waits only when the transport
-pushes back. Timeouts and errors map to httpcore's own exceptions, which httpx maps to its own as
-for its default transport.
+- An idle connection is taken from the pool without awaiting (LIFO; one idle longer than
+  ``keepalive_expiry``, closed by the server, or that sent anything unasked is dropped); when none
+  is idle and the pool is below ``connections`` one is opened, else the exchange waits for one.
+- The request is written at once, whole; the answer is parsed as it arrives, in the protocol's
+  ``data_received``. The moment its last byte is in, the connection goes back to the pool, the
+  caller's ``on_end`` runs (the connectors free their in-flight slot there, so the next waiting
+  call finds both a slot and a connection in the same loop iteration), and the response future
+  is resolved.
+- One timer per exchange: after ``wait`` seconds the future fails with a timeout (the caller stops
+  waiting); the exchange itself may go on until ``hold`` seconds, so a system still working on a
+  call keeps its connection (and the caller's slot) until it answers; then the connection is
+  aborted. A cancelled caller likewise leaves the exchange to finish: a connection returns to the
+  pool only after a complete answer, never in the middle of one.
+
+Errors are httpx's own exceptions (``ConnectError``, ``ConnectTimeout``, ``PoolTimeout``,
+``ReadTimeout``, ``ReadError``, ``RemoteProtocolError``, ``LocalProtocolError``,
+``UnsupportedProtocol``), naming the kind of failure, never an address.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections import deque
-from collections.abc import Coroutine, Iterable
-from typing import Any, cast
+from collections.abc import Callable
+from typing import cast
 
-import httpcore
+import httptools
 import httpx
 
-# Stop reading from the socket once this much is buffered unread; resume below the low mark.
-HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
+__all__ = ["DEFAULT_KEEPALIVE_EXPIRY", "PooledTransport", "pooled_transport"]
 
-SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
+DEFAULT_KEEPALIVE_EXPIRY = 5.0  # seconds an idle connection is kept (httpx's default)
+DEFAULT_TIMEOUT = 5.0  # httpx's default, for requests that carry no timeout extension
+
+OnEnd = Callable[[], None]
+Origin = tuple[bytes, str, int]
+
+_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+_BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
+_DEFAULT_PORTS = {b"http": 80, b"https": 443}
+_EXTENSIONS = {"http_version": b"HTTP/1.1"}
 
 
-class _Protocol(asyncio.Protocol):
-    """One connection's receive buffer and state, fed by the event loop."""
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: at most one exchange at a time, its answer parsed as it arrives."""
 
-    def __init__(self) -> None:
+    def __init__(self, pool: _Pool) -> None:
+        self.pool = pool
         self.transport: asyncio.Transport | None = None
-        self.chunks: deque[bytes] = deque()
-        self.buffered = 0
-        self.eof = False  # the peer closed its side, or the connection is gone
-        self.error: Exception | None = None  # why the connection was lost, if not cleanly
-        self._reading_paused = False
-        self._writing_paused = False
-        self._reader: asyncio.Future[None] | None = None
-        self._drained: asyncio.Future[None] | None = None
+        self.lost = False  # the connection is gone (or going): never reused
+        self.idle_since = 0.0
+        self._parser = httptools.HttpResponseParser(self)
+        # the exchange in progress (``_future is None`` and ``_busy`` false: idle)
+        self._busy = False
+        self._future: asyncio.Future[httpx.Response] | None = None
+        self._request: httpx.Request | None = None
+        self._on_end: OnEnd | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._hold_at = 0.0
+        self._head_only = False
+        self._status = 0
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._headers_done = False
+        self._keep_alive = False
+        self._complete = False
+        self._extra = False  # bytes past the answer: the connection can't be reused
 
-    # --- called by the event loop ---------------------------------------------------------
+    # --- called by the event loop --------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
-        self.chunks.append(data)
-        self.buffered += len(data)
-        if self.buffered > HIGH_WATER and not self._reading_paused and self.transport is not None:
-            self._reading_paused = True
-            self.transport.pause_reading()
-        self._wake_reader()
+        if not self._busy:  # unasked bytes on an idle connection: its next answer would be wrong
+            self._drop()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._fail(httpx.RemoteProtocolError("malformed answer"))
+            return
+        if self._complete:
+            self._finish()
 
     def eof_received(self) -> bool | None:
-        self.eof = True
-        self._wake_reader()
-        return None  # close the transport
+        return None  # close the transport: connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.eof = True
-        self.error = exc
-        self._wake_reader()
-        self._wake_writer()
+        self.lost = True
+        if self._busy:
+            if self._headers_done and not self._complete and self._until_eof():
+                self._complete = True  # a body delimited by the end of the connection
+                self._finish()
+            elif exc is None:
+                self._fail(httpx.RemoteProtocolError("server disconnected"))
+            else:
+                self._fail(httpx.ReadError(type(exc).__name__))
+        else:
+            self.pool.forget(self)
 
-    def pause_writing(self) -> None:
-        self._writing_paused = True
+    # --- called by the parser ------------------------------------------------------------------
 
-    def resume_writing(self) -> None:
-        self._writing_paused = False
-        self._wake_writer()
+    def on_message_begin(self) -> None:
+        if self._complete:
+            self._extra = True
 
-    def _wake_reader(self) -> None:
-        if self._reader is not None and not self._reader.done():
-            self._reader.set_result(None)
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._complete:
+            self._headers.append((name, value))
 
-    def _wake_writer(self) -> None:
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
-
-    # --- called by the stream ---------------------------------------------------------------
-
-    def take(self, max_bytes: int) -> bytes:
-        chunk = self.chunks.popleft()
-        if len(chunk) > max_bytes:
-            self.chunks.appendleft(chunk[max_bytes:])
-            chunk = chunk[:max_bytes]
-        self.buffered -= len(chunk)
-        if self._reading_paused and self.buffered < LOW_WATER and self.transport is not None:
-            self._reading_paused = False
-            self.transport.resume_reading()
-        return chunk
-
-    async def wait_readable(self, timeout: float | None) -> None:
-        self._reader = asyncio.get_running_loop().create_future()
-        await _wait(self._reader, timeout, httpcore.ReadTimeout)
-
-    async def wait_drained(self, timeout: float | None) -> None:
-        if not self._writing_paused:
+    def on_headers_complete(self) -> None:
+        if self._complete:
             return
-        self._drained = asyncio.get_running_loop().create_future()
-        await _wait(self._drained, timeout, httpcore.WriteTimeout)
+        self._status = self._parser.get_status_code()
+        self._headers_done = True
+        self._keep_alive = self._parser.should_keep_alive()
+        if self._head_only:
+            self._complete = True  # no body follows an answer to HEAD, whatever its headers say
 
+    def on_body(self, body: bytes) -> None:
+        if not self._complete:
+            self._body.append(body)
 
-async def _wait(future: asyncio.Future[None], timeout: float | None, expired: type[Exception]) -> None:
-    """Wait for ``future``; after ``timeout`` seconds raise ``expired`` instead."""
-    if timeout is None:
-        await future
-        return
-    timer = asyncio.get_running_loop().call_later(timeout, _expire, future, expired)
-    try:
-        await future
-    finally:
-        timer.cancel()
-
-
-def _expire(future: asyncio.Future[None], expired: type[Exception]) -> None:
-    if not future.done():
-        future.set_exception(expired("timed out"))
-
-
-class AsyncioStream(httpcore.AsyncNetworkStream):
-    """One connection (TCP, or TLS over TCP) as httpcore's network stream."""
-
-    def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
-        self._transport = transport
-        self._protocol = protocol
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        protocol = self._protocol
-        if not protocol.chunks:
-            if not protocol.eof:
-                await protocol.wait_readable(timeout)
-            if not protocol.chunks:
-                if protocol.error is not None:
-                    raise httpcore.ReadError(type(protocol.error).__name__)
-                return b""  # end of stream
-        return protocol.take(max_bytes)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if not buffer:
+    def on_message_complete(self) -> None:
+        if self._complete:
             return
-        if self._transport.is_closing():
-            raise httpcore.WriteError("connection closed")
-        self._transport.write(buffer)
-        await self._protocol.wait_drained(timeout)
-        if self._protocol.error is not None:
-            raise httpcore.WriteError(type(self._protocol.error).__name__)
+        if 100 <= self._status < 200:  # an interim answer (100 Continue, 103): the real one follows
+            self._status = 0
+            self._headers = []
+            self._body = []
+            self._headers_done = False
+            return
+        self._complete = True
 
-    async def aclose(self) -> None:
-        self._transport.close()
+    # --- called by the pool ---------------------------------------------------------------------
 
-    async def start_tls(
+    def start(
         self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
+        request: httpx.Request,
+        body: bytes,
+        future: asyncio.Future[httpx.Response],
+        wait: float,
+        hold: float,
+        on_end: OnEnd | None,
+    ) -> None:
+        """Write ``request`` and wait for its answer (see the module docstring)."""
+        assert self.transport is not None and not self._busy
+        head = _head(request)  # LocalProtocolError before anything is sent
+        self._busy = True
+        self._future = future
+        self._request = request
+        self._on_end = on_end
+        self._head_only = request.method == "HEAD"
+        self._status = 0
+        self._headers = []
+        self._body = []
+        self._headers_done = self._complete = self._extra = False
+        loop = self.pool.loop
+        now = loop.time()
+        self._hold_at = now + max(hold, wait)
+        self._timer = loop.call_at(now + wait, self._expired)
         try:
-            async with asyncio.timeout(timeout):
-                transport = await loop.start_tls(
-                    self._transport, self._protocol, ssl_context, server_hostname=server_hostname
-                )
-        except TimeoutError:
-            self._transport.close()
-            raise httpcore.ConnectTimeout("TLS handshake timed out") from None
-        except (OSError, ssl.SSLError) as exc:
-            self._transport.close()
-            raise httpcore.ConnectError(f"TLS handshake failed: {type(exc).__name__}") from None
-        if transport is None:  # the peer closed the connection during the handshake
-            raise httpcore.ConnectError("TLS handshake failed: connection closed")
-        self._protocol.transport = transport  # flow control now goes through the TLS layer
-        return AsyncioStream(transport, self._protocol)
+            self.transport.write(head + body if body else head)
+        except Exception as exc:  # a transport that refuses the write: the exchange ends here
+            self._fail(httpx.WriteError(type(exc).__name__))
 
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":
-            # Asked of idle connections only: buffered bytes or a close mean the connection can't
-            # be reused (h11 would read an unexpected response, or the end of the stream).
-            return bool(self._protocol.chunks) or self._protocol.eof
-        if info == "ssl_object":
-            return self._transport.get_extra_info("ssl_object")
-        if info == "client_addr":
-            return self._transport.get_extra_info("sockname")
-        if info == "server_addr":
-            return self._transport.get_extra_info("peername")
-        if info == "socket":
-            return self._transport.get_extra_info("socket")
+    def close(self) -> None:
+        self.lost = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _until_eof(self) -> bool:
+        """Whether the body of the answer in progress ends with the connection (no length given)."""
+        if self._status in (204, 304) or self._head_only:
+            return False
+        for name, value in self._headers:
+            lower = name.lower()
+            if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
+                return False
+        return True
+
+    def _expired(self) -> None:
+        future = self._future
+        if future is not None and not future.done():
+            future.set_exception(httpx.ReadTimeout("timed out", request=self._request))
+        loop = self.pool.loop
+        if self._hold_at > loop.time() + 0.001:  # the caller stopped waiting; the call goes on
+            self._timer = loop.call_at(self._hold_at, self._expired)
+            return
+        self._timer = None
+        self._fail(httpx.ReadTimeout("timed out", request=self._request))
+
+    def _end(self) -> tuple[asyncio.Future[httpx.Response] | None, httpx.Request | None, OnEnd | None]:
+        future, request, on_end = self._future, self._request, self._on_end
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._busy = False
+        self._future = self._request = None
+        self._on_end = None
+        return future, request, on_end
+
+    def _finish(self) -> None:
+        reusable = not self.lost and not self._extra and not self._head_only and self._keep_alive
+        status, headers, body = self._status, self._headers, b"".join(self._body)
+        self._headers = []
+        self._body = []
+        future, request, on_end = self._end()
+        if reusable:
+            self.pool.put(self)
+        else:
+            self._drop()
+        if on_end is not None:
+            on_end()
+        if future is not None and not future.done():
+            stream = httpx.ByteStream(body)
+            response = httpx.Response(
+                status, headers=headers, stream=stream, request=request, extensions=_EXTENSIONS
+            )
+            response.read()
+            future.set_result(response)
+
+    def _fail(self, error: Exception) -> None:
+        future, _, on_end = self._end()
+        self._drop()
+        if on_end is not None:
+            on_end()
+        if future is not None and not future.done():
+            future.set_exception(error)
+
+    def _drop(self) -> None:
+        if not self.lost:
+            self.close()
+        self.pool.forget(self)
+
+
+class _Pool:
+    """The connections to one origin: at most ``limit`` open (or opening) at once."""
+
+    def __init__(self, transport: PooledTransport, origin: Origin, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self.origin = origin
+        self.loop = loop
+        self.idle: deque[_Connection] = deque()
+        self.members: set[_Connection] = set()
+        self.opening = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def size(self) -> int:
+        return len(self.members) + self.opening
+
+    def take(self) -> _Connection | None:
+        """An idle connection fit for reuse, without waiting; ``None`` when there is none."""
+        idle = self.idle
+        expiry = self.loop.time() - self.transport.keepalive_expiry
+        while idle:
+            connection = idle.pop()  # the most recently used: the others may expire
+            if connection.lost:
+                continue
+            if connection.idle_since < expiry:
+                connection.close()
+                self.forget(connection)
+                continue
+            return connection
         return None
 
+    def put(self, connection: _Connection) -> None:
+        if self.transport.closed:
+            connection.close()
+            self.forget(connection)
+            return
+        connection.idle_since = self.loop.time()
+        self.idle.append(connection)
+        self._wake()
 
-class AsyncioBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend on asyncio's transports (see the module docstring)."""
+    def forget(self, connection: _Connection) -> None:
+        if connection in self.members:
+            self.members.discard(connection)
+            if connection in self.idle:
+                self.idle.remove(connection)
+            self._wake()
 
-    async def connect_tcp(
+    def _wake(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def acquire(self, deadline: float) -> _Connection:
+        """An idle connection, or a new one when the pool has room; else wait for either, until
+        ``deadline`` (``PoolTimeout``, or ``ConnectTimeout`` while connecting)."""
+        while True:
+            connection = self.take()
+            if connection is not None:
+                return connection
+            if self.size < self.transport.connections:
+                return await self._open(deadline)
+            waiter = self.loop.create_future()
+            self.waiters.append(waiter)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except BaseException as exc:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # woken just as it gave up: pass the turn on
+                else:
+                    waiter.cancel()
+                    if waiter in self.waiters:
+                        self.waiters.remove(waiter)
+                if isinstance(exc, TimeoutError):
+                    raise httpx.PoolTimeout("no connection free in time") from None
+                raise
+
+    async def _open(self, deadline: float) -> _Connection:
+        scheme, host, port = self.origin
+        secure = scheme == b"https"
+        self.opening += 1
+        try:
+            async with asyncio.timeout_at(deadline):
+                _, connection = await self.loop.create_connection(
+                    lambda: _Connection(self),
+                    host,
+                    port,
+                    ssl=self.transport.ssl_context if secure else None,
+                    server_hostname=host if secure else None,
+                )
+        except TimeoutError:
+            raise httpx.ConnectTimeout("connect timed out") from None
+        except OSError as exc:  # ssl.SSLError included
+            raise httpx.ConnectError(f"connect failed: {type(exc).__name__}") from None
+        finally:
+            self.opening -= 1
+            self._wake()  # the room this attempt held is a connection now, or free again
+        self.members.add(connection)
+        return connection
+
+
+class PooledTransport(httpx.AsyncBaseTransport):
+    """httpx's transport interface over the pool (see the module docstring)."""
+
+    def __init__(
         self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[SocketOption] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        local = (local_address, 0) if local_address else None
-        loop = asyncio.get_running_loop()
-        return await _connected(
-            loop.create_connection(_Protocol, host, port, local_addr=local), timeout, socket_options
-        )
+        *,
+        connections: int,
+        ssl_context: ssl.SSLContext | None = None,
+        keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY,
+    ) -> None:
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
+        self.connections = connections
+        self.ssl_context = ssl_context
+        self.keepalive_expiry = keepalive_expiry
+        self.closed = False
+        self._pools: dict[Origin, _Pool] = {}
+        self._opening: set[asyncio.Task[None]] = set()
 
-    async def connect_unix_socket(
+    def exchange(
         self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[SocketOption] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+        request: httpx.Request,
+        *,
+        wait: float,
+        hold: float | None = None,
+        on_end: OnEnd | None = None,
+    ) -> asyncio.Future[httpx.Response]:
+        """Send ``request``; the future of its answer (body read), or of httpx's exception.
+
+        ``wait``: seconds until the future fails with ``ReadTimeout`` (``PoolTimeout`` or
+        ``ConnectTimeout`` before the request went out). ``hold``: seconds the exchange may go on
+        after that (default ``wait``), holding its connection, before the connection is aborted.
+        ``on_end``: run exactly once when the exchange is over: answered, failed, aborted, or never
+        sent (then before the future fails). Cancelling the future does not end the exchange.
+        """
         loop = asyncio.get_running_loop()
-        return await _connected(loop.create_unix_connection(_Protocol, path), timeout, socket_options)
+        future: asyncio.Future[httpx.Response] = loop.create_future()
+        try:
+            if self.closed:
+                raise httpx.ConnectError("transport closed")
+            body = _body(request)
+            pool = self._pool(request.url, loop)
+            connection = pool.take()
+            if connection is not None:
+                try:
+                    connection.start(request, body, future, wait, wait if hold is None else hold, on_end)
+                except BaseException:
+                    pool.put(connection)  # nothing was sent on it
+                    raise
+                return future
+        except httpx.HTTPError as exc:
+            if on_end is not None:
+                on_end()
+            future.set_exception(exc)
+            return future
+        task = loop.create_task(self._open_and_start(pool, request, body, future, wait, hold, on_end))
+        self._opening.add(task)
+        task.add_done_callback(self._opening.discard)
+        return future
 
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """httpx's interface: the request's timeout extension, its largest value, bounds the whole
+        exchange (httpx's own pool bounds each phase and each read separately)."""
+        await request.aread()
+        timeout = request.extensions.get("timeout", {})
+        seconds = max((value for value in timeout.values() if value is not None), default=DEFAULT_TIMEOUT)
+        return await self.exchange(request, wait=seconds)
+
+    async def aclose(self) -> None:
+        self.closed = True
+        for task in list(self._opening):
+            task.cancel()
+        for pool in self._pools.values():
+            for connection in list(pool.members):
+                connection.close()
+            for waiter in pool.waiters:
+                waiter.cancel()
+
+    def _pool(self, url: httpx.URL, loop: asyncio.AbstractEventLoop) -> _Pool:
+        scheme = url.raw_scheme
+        port = url.port or _DEFAULT_PORTS.get(scheme)
+        if port is None:
+            raise httpx.UnsupportedProtocol("only http and https are supported")
+        origin = (scheme, url.host, port)
+        pool = self._pools.get(origin)
+        if pool is None or pool.loop is not loop:
+            pool = self._pools[origin] = _Pool(self, origin, loop)
+        return pool
+
+    async def _open_and_start(
+        self,
+        pool: _Pool,
+        request: httpx.Request,
+        body: bytes,
+        future: asyncio.Future[httpx.Response],
+        wait: float,
+        hold: float | None,
+        on_end: OnEnd | None,
+    ) -> None:
+        """The slow path: wait for room in the pool or a new connection, then start."""
+        started = pool.loop.time()
+        try:
+            connection = await pool.acquire(started + wait)
+        except (httpx.HTTPError, asyncio.CancelledError) as exc:
+            if on_end is not None:
+                on_end()
+            if not future.done():
+                if isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(exc)
+            return
+        if future.done() or self.closed:  # the caller stopped waiting: nothing is sent
+            pool.put(connection)
+            if on_end is not None:
+                on_end()
+            return
+        spent = pool.loop.time() - started
+        hold_left = (wait if hold is None else hold) - spent
+        try:
+            connection.start(request, body, future, wait - spent, hold_left, on_end)
+        except httpx.HTTPError as exc:
+            pool.put(connection)
+            if on_end is not None:
+                on_end()
+            future.set_exception(exc)
 
 
-async def _connected(
-    connect: Coroutine[Any, Any, tuple[asyncio.BaseTransport, _Protocol]],
-    timeout: float | None,
-    socket_options: Iterable[SocketOption] | None,
-) -> AsyncioStream:
-    """The stream of the connection ``connect`` opens within ``timeout`` seconds, errors mapped to
-    httpcore's (naming the kind of failure, never the address)."""
+def _body(request: httpx.Request) -> bytes:
     try:
-        async with asyncio.timeout(timeout):
-            transport, protocol = await connect
-    except TimeoutError:
-        raise httpcore.ConnectTimeout("connect timed out") from None
-    except OSError as exc:
-        raise httpcore.ConnectError(f"connect failed: {type(exc).__name__}") from None
-    transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
-    if socket_options:
-        sock = transport.get_extra_info("socket")
-        for option in socket_options:
-            sock.setsockopt(*option)
-    return AsyncioStream(transport, protocol)
+        body = request.content
+    except httpx.RequestNotRead:
+        raise httpx.LocalProtocolError("a streamed request body must be read first") from None
+    if body and "transfer-encoding" in request.headers:  # a streamed body, read whole: one chunk
+        return b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    return body
 
 
-def pooled_transport(*, connections: int, ssl_context: ssl.SSLContext) -> httpx.AsyncHTTPTransport:
-    """httpx's transport with a pool of ``connections`` keep-alive connections over
-    ``AsyncioBackend``. httpx builds its pool without a way to pass a network backend, so the pool
-    is built here with the settings httpx would use and put in its place
-    (``tests/connectors/test_transport.py`` checks that httpx still sends through it)."""
-    transport = httpx.AsyncHTTPTransport(verify=ssl_context)
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=ssl_context,
-        max_connections=connections,
-        max_keepalive_connections=connections,
-        keepalive_expiry=httpx.Limits().keepalive_expiry,  # httpx's default
-        network_backend=AsyncioBackend(),
-    )
-    return transport
+def _head(request: httpx.Request) -> bytes:
+    """The request line and headers, checked: nothing a header or the target could smuggle."""
+    target = request.url.raw_path
+    if _BAD_TARGET.search(target):
+        raise httpx.LocalProtocolError("invalid request target")
+    parts = [request.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in request.headers.raw:
+        if _BAD_NAME.search(name) or _BAD_VALUE.search(value):
+            raise httpx.LocalProtocolError("invalid header")
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def pooled_transport(*, connections: int, ssl_context: ssl.SSLContext) -> PooledTransport:
+    """The connectors' transport: ``connections`` keep-alive connections per origin."""
+    return PooledTransport(connections=connections, ssl_context=ssl_context)

@@ -590,12 +590,13 @@ def serving_app(settings: Settings) -> Starlette:
 
 
 def declare_asyncio() -> None:
-    """Tell sniffio, once, that this thread runs asyncio. httpcore (the connectors' pool) and anyio ask
-    ``sniffio.current_async_library()`` on every lock, event and cancel scope they use — several times
-    per upstream call — and undeclared, sniffio answers by calling ``asyncio.current_task()``, which on
-    CPython 3.11 makes a ``getpid()`` system call each time (the running-loop check). Under S3 load that
-    was about a quarter of the gateway process's ~560 ``getpid`` calls per answer (py-spy ``--native``,
-    ``strace -c``; bench/results, issue #19). The event loop's thread runs asyncio for its whole life."""
+    """Tell sniffio, once, that this thread runs asyncio. anyio (starlette's) and httpcore (httpx's own
+    clients; the connectors no longer use it) ask ``sniffio.current_async_library()`` on every lock,
+    event and cancel scope they use, and undeclared, sniffio answers by calling
+    ``asyncio.current_task()``, which on CPython 3.11 makes a ``getpid()`` system call each time (the
+    running-loop check). Under S3 load, with the connectors on httpcore, that was about a quarter of the
+    gateway process's ~560 ``getpid`` calls per answer (py-spy ``--native``, ``strace -c``;
+    bench/results, issue #19). The event loop's thread runs asyncio for its whole life."""
     sniffio.thread_local.name = "asyncio"
 
 

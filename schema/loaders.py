@@ -133,7 +133,8 @@ class Loader(DataLoader[K, V]):
         sources: Sources,
         cached: Callable[[K], V | _Miss] | None = None,
     ) -> None:
-        super().__init__(batch_load_fn=self._batch)
+        super().__init__()  # the batch function is the class's ``batch_load_fn``: no cycle through
+        # a bound method stored on the instance, so a request's loaders are freed by refcounting
         self._fetch = fetch
         self._default = default
         self._system = system
@@ -151,7 +152,7 @@ class Loader(DataLoader[K, V]):
                 return value
         return self.load(key)
 
-    async def _batch(self, keys: list[K]) -> list[V]:
+    async def batch_load_fn(self, keys: list[K]) -> list[V]:  # type: ignore[override]
         found = await self._sources.track(self._system, self._fetch(keys))
         default = self._default
         return [found.get(key, default) for key in keys]

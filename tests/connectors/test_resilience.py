@@ -31,6 +31,7 @@ from connectors.resilience import (
     parse_retry_after,
     time_left,
 )
+from connectors.transport import PooledTransport
 from tests.connectors.fakes import Handler, Recorder, raw_account, raw_contract, raw_ticket
 
 EPSILON = 0.15  # scheduling slack on a busy CI machine
@@ -657,12 +658,12 @@ def test_constructor_checks() -> None:
 
 async def test_pool_is_bounded_like_the_in_flight_limit() -> None:
     connector = SalesConnector("http://s", "k", max_in_flight=7)
-    pool = connector._transport._pool  # type: ignore[attr-defined]
-    assert pool._max_connections == 7
+    assert isinstance(connector._transport, PooledTransport)
+    assert connector._transport.connections == 7
     await connector.aclose()
     register = ContractsConnector("http://s", "u", "p", max_connections=20)
-    pool = register._transport._pool  # type: ignore[attr-defined]
-    assert pool._max_connections == 20
+    assert isinstance(register._transport, PooledTransport)
+    assert register._transport.connections == 20
     assert register.max_in_flight == 4
     await register.aclose()
 

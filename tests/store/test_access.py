@@ -260,11 +260,12 @@ async def test_grant_cache(env: Env) -> None:
     made = await env.access.request(REP, A1, ["taxId"], "why")
     assert await env.access.active_grants(REP.sub, ["A-1"]) == {}
     assert await env.access.active_grants(REP.sub, ["A-1", "A-2"]) == {}
-    assert env.access.grant_queries == 1  # the empty answer is cached too
+    # nobody holds a grant: one query for everyone, none of REP's own; the answer is cached too
+    assert (env.access.holder_queries, env.access.grant_queries) == (1, 0)
     await env.access.decide(MANAGER_EAST, made.id, True, timedelta(hours=1), A1)  # invalidates
     assert await env.access.active_grants(REP.sub, ["A-1"]) == {"A-1": {"taxId": made.id}}
     assert await env.access.active_grants(REP.sub, {"A-1"}) == {"A-1": {"taxId": made.id}}
-    assert env.access.grant_queries == 2
+    assert (env.access.holder_queries, env.access.grant_queries) == (1, 1)  # a holder here at once
     # expiry is exact even from the cache
     assert await env.access.active_grants(REP.sub, ["A-1"], now=env.clock.now + timedelta(hours=1)) == {}
 
@@ -445,6 +446,28 @@ async def test_revocation_reaches_another_process_at_its_next_lookup(
     assert other.revocation_checks == 2
     assert await other.active_grants(REP.sub, ["A-1"]) == {}
     assert other.grant_queries == 2  # the stale entry was dropped and read again
+
+
+async def test_users_without_grants_cost_one_query_for_all_of_them_per_ttl(
+    env: Env, backend: Backend
+) -> None:
+    db = backend.open()
+    try:
+        other = AccessRequests(db, env.access._policy(), audit=AuditLog(db), clock=env.clock, cache_ttl=0.2)
+        for i in range(50):
+            assert await other.active_grants(f"u-{i}", ["A-1"]) == {}
+        assert (other.holder_queries, other.grant_queries) == (1, 0)
+        made = await grant(env, REP, A1, ["taxId"], ttl=timedelta(days=1))  # through another process
+        assert await other.active_grants(REP.sub, ["A-1"]) == {}  # not yet: at most cache_ttl late
+        await asyncio.sleep(0.25)
+        assert await other.active_grants(REP.sub, ["A-1"]) == {"A-1": {"taxId": made}}
+        assert (other.holder_queries, other.grant_queries) == (2, 1)
+        await asyncio.sleep(0.25)  # callers arriving together share one query
+        answers = await asyncio.gather(*(other.active_grants(f"v-{i}", ["A-1"]) for i in range(20)))
+        assert answers == [{}] * 20
+        assert (other.holder_queries, other.grant_queries) == (3, 1)
+    finally:
+        await db.aclose()
 
 
 async def test_all_in_force(env: Env) -> None:
