@@ -507,19 +507,7 @@ class Eraser:
                 )
             except UpstreamConflict:
                 continue  # changed meanwhile: read it again
-            await self.audit.record(
-                [
-                    AuditEntry(
-                        kind="write",
-                        request_id=f"erasure-{erasure.id}",
-                        user_sub=erasure.decided_by or erasure.requested_by,
-                        operation_name="eraseCustomer",
-                        operation_type="system",
-                        customer_ids=[erasure.account_no],
-                        detail={"operation": "eraseCustomer", "system": "sales", "fields": sorted(changes)},
-                    )
-                ]
-            )
+            await self._record(erasure, system="sales", fields=sorted(changes))
             break
         else:
             raise UpstreamConflict(System.SALES, "the account kept changing")
@@ -559,6 +547,11 @@ class Eraser:
             export_files=files,
             audit_values=redacted.values,
         )
+        await self._record(erasure, system="gateway", removed=purge.note())
+        return purge.note()
+
+    async def _record(self, erasure: Erasure, **facts: Any) -> None:
+        """A step's write in the audit trail: what it did, never a value (``facts``: the system, fields…)."""
         await self.audit.record(
             [
                 AuditEntry(
@@ -567,12 +560,11 @@ class Eraser:
                     user_sub=erasure.decided_by or erasure.requested_by,
                     operation_name="eraseCustomer",
                     operation_type="system",
-                    customer_ids=[account_no],
-                    detail={"operation": "eraseCustomer", "system": "gateway", "removed": purge.note()},
+                    customer_ids=[erasure.account_no],
+                    detail={"operation": "eraseCustomer", **facts},
                 )
             ]
         )
-        return purge.note()
 
     async def _own_rows(self, account_no: str, emails: Sequence[str]) -> tuple[int, int, int]:
         """Event payloads, pool and review notes, access-request reasons of this customer, in one
