@@ -40,6 +40,7 @@ ROLES = (
     "executive",
     "auditor",
     "data_steward",
+    "privacy_officer",
 )
 # system → (option, environment variable)
 PORT_OPTIONS = {
