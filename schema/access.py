@@ -208,6 +208,10 @@ class AuditRecord:
     before: strawberry.scalars.JSON | None
     after: strawberry.scalars.JSON | None
     detail: strawberry.scalars.JSON | None
+    redacted: list[str] = strawberry.field(
+        description="The values removed by an erasure or by retention (paths like before.email): the "
+        "record keeps its facts, its hash still verifies."
+    )
     hash: str
 
 
@@ -382,6 +386,7 @@ class AccessQuery:
                     before=before,
                     after=after,
                     detail=cast(strawberry.scalars.JSON, detail),
+                    redacted=list(r.redacted),
                     hash=r.hash,
                 )
                 for r, (before, after, detail) in zip(page.records, shown, strict=True)

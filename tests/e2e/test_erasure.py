@@ -25,9 +25,10 @@ from features.erasure import STALE_AFTER
 from features.store import AuditLog
 from features.store.models import erasures, metadata
 from gateway.app import Gateway, create_app
+from gateway.auth import issue_token
 from gateway.upstreams import build_upstreams
 
-from .conftest import Graph, customer_id, settings_for
+from .conftest import SECRET, Graph, customer_id, settings_for
 from .running import in_memory_copy
 
 CUSTOMER = """query($id: ID!) { customer(id: $id) {
@@ -41,8 +42,9 @@ CUSTOMER = """query($id: ID!) { customer(id: $id) {
 } }"""
 AUDIT = """query($filter: AuditLogFilter) { auditLog(filter: $filter, first: 200) {
   nodes { id kind userId customerIds before after detail redacted } } }"""
-STEWARD = """{ duplicateCandidates(first: 100) { nodes { score a { accountNo email } b { accountNo email } } }
-  unmatchedRequesters(first: 100) { nodes { email } } }"""
+STEWARD = """{ duplicateCandidates(first: 100) { edges { node {
+    score first { accountNo email } second { accountNo email } } } }
+  unmatchedRequesters(first: 100) { edges { node { email displayName } } } }"""
 SEARCH = """query($q: String!) { customers(first: 20, filter: { search: $q }) {
   totalCount edges { node { accountNo contactName email phone } } } }"""
 UPDATE = """mutation($input: UpdateCustomerContactInput!) {
@@ -223,12 +225,19 @@ async def test_an_erasure_leaves_no_erased_value_in_any_answer(setup: Setup, exa
         answers = [await graph.query(CUSTOMER, {"id": cid}, roles=roles, sub=sub)]
         answers.append(await graph.query(SEARCH, {"q": raw["contact_name"]}, roles=roles, sub=sub))
         if roles[0] in ("auditor", "data_steward"):
-            answers.append(
-                await graph.query(AUDIT, {"filter": {"customerId": account_no}}, roles=roles, sub=sub)
-            )
-            answers.append(await graph.query(AUDIT, {"filter": {"kinds": ["SEARCH"]}}, roles=roles, sub=sub))
+            trail = await _ok(graph, AUDIT, {"filter": {"customerId": cid}}, roles, sub)
+            changed = [
+                r for r in trail["data"]["auditLog"]["nodes"] if r["kind"] == "write" and r["redacted"]
+            ]
+            assert any("before.email" in r["redacted"] for r in changed)  # the fact stays, the value went
+            answers.append(trail)
+            answers.append(await _ok(graph, AUDIT, {"filter": {"kinds": ["search"]}}, roles, sub))
         if roles[0] == "data_steward":
-            answers.append(await graph.query(STEWARD, {}, roles=roles, sub=sub))
+            answers.append(await _ok(graph, STEWARD, {}, roles, sub))
+        for answer in answers:  # every error is a field the policy denies, never a query that did not run
+            assert all(
+                e.get("path") and e["extensions"]["code"] == "FORBIDDEN" for e in answer.get("errors", [])
+            )
         text = json.dumps(answers, ensure_ascii=False)
         leaked = [form for form in erased if form in text]
         assert not leaked, (roles, leaked)
@@ -305,10 +314,6 @@ async def test_a_failed_system_is_resumed_without_redoing_the_rest(
 
 
 def _bearer(sub: str) -> str:
-    from gateway.auth import issue_token
-
-    from .conftest import SECRET
-
     return "Bearer " + issue_token(SECRET, sub=sub, roles=PRIVACY)
 
 
