@@ -42,7 +42,7 @@ from connectors.errors import UpstreamConflict, UpstreamError, UpstreamNotFound
 from connectors.models import Account, System
 from connectors.sales import SalesConnector
 from features.identity.store import IdentityStore
-from features.retention import PSEUDONYM, pseudonym
+from features.retention import PSEUDONYM, pseudonym, remove_access_reasons
 from features.store.audit import AuditEntry, AuditLog
 from features.store.db import STORE_ERRORS, Database, StoreUnavailable
 from features.store.models import access_requests, erasures, event_inbox, pool_history, pool_reviews
@@ -569,7 +569,7 @@ class Eraser:
     async def _own_rows(self, account_no: str, emails: Sequence[str]) -> tuple[int, int, int]:
         """Event payloads, pool and review notes, access-request reasons of this customer, in one
         transaction."""
-        payloads = notes = reasons = 0
+        payloads = notes = 0
         written = sorted({*emails, *(x.strip().lower() for x in emails)})  # as typed, as normalised
         async with self.db.write_transaction() as conn:
             e = event_inbox
@@ -598,21 +598,7 @@ class Eraser:
                 .values(note=None, decision_note=None)
             )
             notes += max(result.rowcount, 0)
-            a = access_requests
-            held = await conn.execute(
-                sa.select(a.c.id, a.c.revoke_reason.is_(None)).where(
-                    a.c.account_no == account_no, a.c.reasons_removed_at.is_(None)
-                )
+            reasons = await remove_access_reasons(
+                conn, access_requests.c.account_no == account_no, ERASED_TEXT, self.clock()
             )
-            for request_id, never_revoked in held.all():  # one by one: the reasons are sealed in Python
-                await conn.execute(
-                    a.update()
-                    .where(a.c.id == request_id)
-                    .values(
-                        reason=ERASED_TEXT,
-                        revoke_reason=None if never_revoked else ERASED_TEXT,
-                        reasons_removed_at=self.clock(),
-                    )
-                )
-                reasons += 1
         return payloads, notes, reasons

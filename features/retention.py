@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from features.store.audit import AuditLog
 from features.store.db import STORE_ERRORS, Database, StoreUnavailable
@@ -100,6 +101,27 @@ class Purged:
 
 def pseudonym(email: str, key: bytes) -> str:
     return PSEUDONYM + hmac.new(key, email.encode(), hashlib.sha256).hexdigest()[:24]
+
+
+async def remove_access_reasons(
+    conn: AsyncConnection, where: sa.ColumnElement[bool], text: str, now: datetime
+) -> int:
+    """Replace the reasons (and a revocation's reason) of the access requests meeting ``where`` by
+    ``text``, marking them (``reasons_removed_at``); one by one, as the reasons are sealed in Python.
+    Requests already marked are left alone. Returns how many were changed."""
+    a = access_requests
+    found = await conn.execute(
+        sa.select(a.c.id, a.c.revoke_reason.is_(None)).where(where, a.c.reasons_removed_at.is_(None))
+    )
+    changed = 0
+    for request_id, never_revoked in found.all():
+        result = await conn.execute(
+            a.update()
+            .where(a.c.id == request_id, a.c.reasons_removed_at.is_(None))
+            .values(reason=text, revoke_reason=None if never_revoked else text, reasons_removed_at=now)
+        )
+        changed += max(result.rowcount, 0)
+    return changed
 
 
 async def purge(
@@ -181,27 +203,12 @@ async def purge(
             cut = now - timedelta(days=retention.access_reasons_days)
             a = access_requests
             async with database.write_transaction() as conn:
-                requests = (
-                    await conn.execute(
-                        sa.select(a.c.id, a.c.revoke_reason.is_(None)).where(
-                            a.c.created_at < cut,
-                            a.c.reasons_removed_at.is_(None),
-                            a.c.status != "pending",
-                            sa.or_(a.c.expires_at.is_(None), a.c.expires_at < now),  # ended
-                        )
-                    )
-                ).all()
-                for request_id, never_revoked in requests:  # one by one: the values are sealed in Python
-                    result = await conn.execute(
-                        a.update()
-                        .where(a.c.id == request_id, a.c.reasons_removed_at.is_(None))
-                        .values(
-                            reason=REMOVED_TEXT,
-                            revoke_reason=None if never_revoked else REMOVED_TEXT,
-                            reasons_removed_at=now,
-                        )
-                    )
-                    reasons += max(result.rowcount, 0)
+                finished = sa.and_(
+                    a.c.created_at < cut,
+                    a.c.status != "pending",
+                    sa.or_(a.c.expires_at.is_(None), a.c.expires_at < now),
+                )
+                reasons = await remove_access_reasons(conn, finished, REMOVED_TEXT, now)
         files = 0
         if retention.export_days > 0 and exports is not None:
             cut = now - timedelta(days=retention.export_days)

@@ -579,20 +579,7 @@ class AccessRequests:
             conditions.append(c.account_no == account_no)
         if after is not None:
             conditions.append(_after(after))
-        stmt = (
-            sa.select(access_requests)
-            .where(*conditions)
-            .order_by(c.created_at.desc(), c.id.desc())
-            .limit(first + 1)
-        )
-        async with self._reading() as conn:
-            rows = (await conn.execute(stmt)).mappings().all()
-        found = [_from_row(row, now) for row in rows[:first]]
-        return AccessRequestPage(
-            requests=found,
-            has_next_page=len(rows) > first,
-            end_cursor=found[-1].cursor if found else None,
-        )
+        return await self._page(conditions, first, now)
 
     # --- grants in force (review) ---------------------------------------------------------------
 
@@ -639,6 +626,13 @@ class AccessRequests:
             conditions.append(sa.cast(c.fields, sa.Text).contains(f'"{f.field}"', autoescape=True))
         if after is not None:
             conditions.append(_after(after))
+        return await self._page(conditions, first, now)
+
+    async def _page(
+        self, conditions: builtins.list[sa.ColumnElement[bool]], first: int, now: datetime
+    ) -> AccessRequestPage:
+        """The requests meeting ``conditions``, newest first, ``first`` of them and whether more follow."""
+        c = access_requests.c
         stmt = (
             sa.select(access_requests)
             .where(*conditions)

@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from datetime import time as dt_time
 from decimal import Decimal
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -102,20 +102,7 @@ AuditKind = Literal[
     "search",
     "maintenance",
 ]
-AUDIT_KINDS: frozenset[str] = frozenset(
-    (
-        "read",
-        "denial",
-        "write",
-        "grant_use",
-        "access_request",
-        "access_decision",
-        "access_revocation",
-        "pool",
-        "search",
-        "maintenance",
-    )
-)
+AUDIT_KINDS: frozenset[str] = frozenset(get_args(AuditKind))
 FIELD_DECISIONS: frozenset[str] = frozenset(("allow", "mask", "deny"))
 OPERATION_TYPES: frozenset[str] = frozenset(("query", "mutation", "subscription", "cli", "system"))
 
