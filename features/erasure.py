@@ -216,56 +216,50 @@ class Erasures:
         """Approve (status running: the caller starts ``Eraser.run``) or reject a pending request;
         CONFLICT when it was decided already. Who may decide is the policy's (never the requester)."""
         status = ErasureStatus.RUNNING if approve else ErasureStatus.REJECTED
-
-        async def run() -> int:
-            async with self.db.write_transaction() as conn:
-                result = await conn.execute(
-                    erasures.update()
-                    .where(
-                        erasures.c.id == request_id,
-                        erasures.c.status == ErasureStatus.PENDING_APPROVAL.value,
-                    )
-                    .values(
-                        status=status.value,
-                        decided_by=by,
-                        decided_at=at,
-                        decision_note=note,
-                        heartbeat_at=at if approve else None,
-                        finished_at=None if approve else at,
-                    )
-                )
-                return int(result.rowcount)
-
-        if not await self._guard(run):
-            raise ErasureRefused("CONFLICT", "this erasure request was decided already")
-        found = await self.get(request_id)
-        assert found is not None
-        return found
+        return await self._move(
+            request_id,
+            erasures.c.status == ErasureStatus.PENDING_APPROVAL.value,
+            {
+                "status": status.value,
+                "decided_by": by,
+                "decided_at": at,
+                "decision_note": note,
+                "heartbeat_at": at if approve else None,
+                "finished_at": None if approve else at,
+            },
+            "this erasure request was decided already",
+        )
 
     async def claim(self, request_id: str, at: datetime) -> Erasure:
         """Take a failed erasure (or a running one whose runner stopped beating ``STALE_AFTER`` ago) to
         run it again; CONFLICT when it is done, rejected, awaiting approval or running elsewhere."""
+        return await self._move(
+            request_id,
+            sa.or_(
+                erasures.c.status == ErasureStatus.FAILED.value,
+                sa.and_(
+                    erasures.c.status == ErasureStatus.RUNNING.value,
+                    erasures.c.heartbeat_at < at - STALE_AFTER,
+                ),
+            ),
+            {"status": ErasureStatus.RUNNING.value, "heartbeat_at": at},
+            "only a failed erasure (or a stopped one) can be resumed",
+        )
+
+    async def _move(
+        self, request_id: str, when: sa.ColumnElement[bool], values: Mapping[str, Any], refusal: str
+    ) -> Erasure:
+        """Set ``values`` on the request if ``when`` holds (one compare-and-set), else CONFLICT."""
 
         async def run() -> int:
             async with self.db.write_transaction() as conn:
                 result = await conn.execute(
-                    erasures.update()
-                    .where(
-                        erasures.c.id == request_id,
-                        sa.or_(
-                            erasures.c.status == ErasureStatus.FAILED.value,
-                            sa.and_(
-                                erasures.c.status == ErasureStatus.RUNNING.value,
-                                erasures.c.heartbeat_at < at - STALE_AFTER,
-                            ),
-                        ),
-                    )
-                    .values(status=ErasureStatus.RUNNING.value, heartbeat_at=at)
+                    erasures.update().where(erasures.c.id == request_id, when).values(**values)
                 )
                 return int(result.rowcount)
 
         if not await self._guard(run):
-            raise ErasureRefused("CONFLICT", "only a failed erasure (or a stopped one) can be resumed")
+            raise ErasureRefused("CONFLICT", refusal)
         found = await self.get(request_id)
         assert found is not None
         return found
